@@ -1,0 +1,326 @@
+"""One validated config tree, from a YAML job spec plus CLI overrides to every stage.
+
+Every model forbids unknown keys; components (tokenizer, processor, encoder, targets, task) are looked up by name in
+their registry and validated against the component's own ``Config``. Validation happens before Ray starts, so a typo
+costs seconds, not a cluster start-up.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    FilePath,
+    SerializeAsAny,
+    ValidationError,
+    model_validator,
+)
+
+from uer_ray.registry import ENCODERS, PROCESSORS, TARGETS, TASKS, TOKENIZERS, Registry
+
+
+class ConfigError(ValueError):
+    """A job spec that cannot run; ``str()`` is one line naming the key and the problem."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ComponentConfig(StrictModel):
+    """Options of one registered component; subclasses add the component's own fields."""
+
+    name: str
+
+
+class TargetConfig(ComponentConfig):
+    weight: float = Field(1.0, gt=0)
+
+
+def _component_validator(registry: Registry):
+    def pick(value: Any) -> Any:
+        if isinstance(value, str):
+            value = {"name": value}
+        elif isinstance(value, BaseModel):
+            value = value.model_dump()
+        if not isinstance(value, dict) or "name" not in value:
+            raise ValueError(f"expected a {registry.kind} name or a mapping with a 'name' key")
+        return getattr(registry.get(value["name"]), "Config", ComponentConfig).model_validate(value)
+
+    return BeforeValidator(pick)
+
+
+def _targets_validator(value: Any) -> Any:
+    """``{mlm: 1.0, sp: 0.5}`` or ``{mlm: {weight: 1.0, ...options}}`` -> target configs."""
+    if not isinstance(value, dict) or not value:
+        raise ValueError("targets must be a non-empty mapping of target name to weight, e.g. {mlm: 1.0, sp: 1.0}")
+    targets = {}
+    for name, spec in value.items():
+        if isinstance(spec, BaseModel):
+            spec = spec.model_dump()
+        if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+            spec = {"weight": spec}
+        if not isinstance(spec, dict):
+            raise ValueError(f"target '{name}': expected a weight or a mapping of options")
+        cls = TARGETS.get(name)
+        targets[name] = getattr(cls, "Config", TargetConfig).model_validate({**spec, "name": name})
+    return targets
+
+
+def _component(registry: Registry, default: str):
+    return Field(
+        default_factory=lambda: getattr(registry.get(default), "Config", ComponentConfig)(name=default)
+    )
+
+
+Tokenizer = Annotated[SerializeAsAny[ComponentConfig], _component_validator(TOKENIZERS)]
+Processor = Annotated[SerializeAsAny[ComponentConfig], _component_validator(PROCESSORS)]
+Encoder = Annotated[SerializeAsAny[ComponentConfig], _component_validator(ENCODERS)]
+Task = Annotated[SerializeAsAny[ComponentConfig], _component_validator(TASKS)]
+Targets = Annotated[dict[str, SerializeAsAny[TargetConfig]], BeforeValidator(_targets_validator)]
+
+
+class EmbeddingConfig(StrictModel):
+    parts: list[str] = ["word", "pos", "seg"]
+    layernorm: bool = True  # UER-py's remove_embedding_layernorm, inverted
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _known_parts(self):
+        from uer_ray.registry import EMBEDDINGS
+
+        for part in self.parts:
+            EMBEDDINGS.get(part)
+        return self
+
+
+class ModelConfig(StrictModel):
+    uer_config: FilePath | None = None  # a UER-py JSON model config; explicit keys here override it
+    vocab_size: int | None = Field(None, gt=0)  # filled from the tokenizer when left out
+    hidden_size: int = Field(128, gt=0)
+    emb_size: int | None = Field(None, gt=0)  # None: hidden_size; smaller: factorized (ALBERT)
+    max_seq_length: int = Field(512, gt=0)
+    layernorm: Literal["standard", "uer", "t5"] = "standard"
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    encoder: Encoder = _component(ENCODERS, "transformer")
+    targets: Targets = Field(default_factory=lambda: _targets_validator({"mlm": 1.0, "sp": 1.0}))
+    tie_weights: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _import_uer_config(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("uer_config"):
+            from uer_ray.models.uer_config import model_fields_from_uer_json
+
+            path = Path(data["uer_config"])
+            if not path.is_file():
+                raise ValueError(f"uer_config file not found: {path}")
+            imported = model_fields_from_uer_json(json.loads(path.read_text()), source=str(path))
+            data = _deep_merge(imported, data)
+        return data
+
+    @model_validator(mode="after")
+    def _check_combination(self):
+        for name, target in self.targets.items():
+            check = getattr(TARGETS.get(name), "check_model", None)
+            if check:
+                check(self, target)
+        check = getattr(ENCODERS.get(self.encoder.name), "check_model", None)
+        if check:
+            check(self)
+        return self
+
+
+class DataConfig(StrictModel):
+    corpus: list[str] = []  # files, directories or globs
+    output_dir: Path | None = None  # default: <storage>/<run name>/dataset
+    processor: Processor = _component(PROCESSORS, "bert")
+    seed: int = 7
+    chunk_mb: float = Field(4.0, gt=0)  # unit of work read by one task; bounds memory per task
+    max_line_chars: int = Field(100_000, gt=0)  # longer lines are cut into pieces of this size, counted
+    shard_rows: int = Field(100_000, gt=0)  # instances per Parquet shard
+    tokenize_actors: int = Field(1, ge=1)
+    tokenize_cpus: float = Field(0.5, gt=0)  # per tokenizing actor; below 1 so Ray Data's other tasks still run
+
+
+class TrainConfig(StrictModel):
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup: float = Field(0.1, ge=0, lt=1)  # fraction of total_steps
+    total_steps: int = Field(1000, gt=0)
+    batch_size: int = Field(32, gt=0)  # per worker
+    grad_clip: float = Field(1.0, gt=0)
+    report_every: int = Field(20, gt=0)
+    checkpoint_every: int = Field(200, gt=0)
+    keep_checkpoints: int = Field(2, gt=0)
+    seed: int = 7
+    init_from: Path | None = None  # warm start (further pre-training): a checkpoint directory
+
+
+class FinetuneConfig(StrictModel):
+    task: Task = _component(TASKS, "classification")
+    train_path: FilePath | None = None
+    dev_path: FilePath | None = None
+    test_path: FilePath | None = None
+    pretrained: Path | None = None  # a pre-training checkpoint directory; None: train from scratch
+    seq_length: int = Field(128, gt=0)
+    epochs: int = Field(3, gt=0)
+    batch_size: int = Field(32, gt=0)
+    lr: float = Field(2e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup: float = Field(0.1, ge=0, lt=1)
+    grad_clip: float = Field(1.0, gt=0)
+    seed: int = 7
+    output_dir: Path | None = None  # default: <storage>/<run name>/finetune
+
+
+class TrackingConfig(StrictModel):
+    project: str = "uer-ray"
+    group: str | None = None
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"  # auto: online only with an API key
+    dir: Path | None = None  # default: <storage>/wandb
+
+
+class RunConfig(StrictModel):
+    name: str = "uer-run"
+    storage_path: Path = Path("runs")
+    ray_address: str | None = None  # None: a local Ray started in-process
+    num_workers: int = Field(2, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(0.5, gt=0)  # fractional on small nodes: leaves CPU for Ray Data
+
+
+class JobConfig(StrictModel):
+    run: RunConfig = Field(default_factory=RunConfig)
+    tokenizer: Tokenizer | None = None  # required by preprocess and fine-tuning from scratch
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="after")
+    def _data_feeds_targets(self):
+        processor = PROCESSORS.get(self.data.processor.name)
+        feeds = set(getattr(processor, "feeds", ()))
+        unfed = [t for t in self.model.targets if t not in feeds]
+        if unfed:
+            raise ValueError(
+                f"data processor '{self.data.processor.name}' cannot feed target(s) {', '.join(unfed)}; "
+                f"it feeds: {', '.join(sorted(feeds))}"
+            )
+        seq_length = getattr(self.data.processor, "seq_length", None)
+        if seq_length and seq_length > self.model.max_seq_length:
+            raise ValueError(
+                f"data.processor.seq_length {seq_length} exceeds model.max_seq_length {self.model.max_seq_length}"
+            )
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.storage_path).resolve() / self.run.name
+
+    @property
+    def dataset_dir(self) -> Path:
+        return Path(self.data.output_dir or self.run_dir / "dataset").resolve()
+
+    @property
+    def finetune_dir(self) -> Path:
+        return Path(self.finetune.output_dir or self.run_dir / "finetune").resolve()
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key.path=value")
+    key, raw = item.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    data = json.loads(json.dumps(data))  # a private deep copy
+    for item in overrides:
+        path, value = _parse_override(item)
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if isinstance(child, str):  # a component given by name only: `encoder: lstm`
+                child = node[part] = {"name": child}
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+_COMPONENT_FIELDS = {"tokenizer": TOKENIZERS, "processor": PROCESSORS, "encoder": ENCODERS, "task": TASKS}
+
+
+def _allowed_keys(path: list[str], raw: dict) -> list[str]:
+    """The keys the config node at ``path`` accepts, resolving components by their name in ``raw``."""
+    cls: type[BaseModel] = JobConfig
+    node: Any = raw
+    parts = list(path)
+    while parts:
+        part = parts.pop(0)
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+        if part in _COMPONENT_FIELDS and part in cls.model_fields:
+            name = node.get("name") if isinstance(node, dict) else node
+            cls = getattr(_COMPONENT_FIELDS[part].get(name), "Config", ComponentConfig)
+        elif part == "targets" and cls is ModelConfig and parts:
+            target = parts.pop(0)
+            node = node.get(target, {}) if isinstance(node, dict) else {}
+            cls = getattr(TARGETS.get(target), "Config", TargetConfig)
+        else:
+            field = cls.model_fields.get(part)
+            sub = getattr(field, "annotation", None) if field else None
+            if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+                return []
+            cls = sub
+    return sorted(cls.model_fields)
+
+
+def _describe(error: dict, raw: dict) -> str:
+    loc = [str(p) for p in error["loc"] if not str(p).startswith("function-")]
+    where = ".".join(loc) or "<root>"
+    if error["type"] == "extra_forbidden":
+        try:
+            allowed = _allowed_keys(loc[:-1], raw)
+        except ValueError:
+            allowed = []
+        return f"{where}: unknown key" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}"
+
+
+def build_config(data: dict | None = None, overrides: list[str] = ()) -> JobConfig:
+    raw = apply_overrides(data or {}, list(overrides))
+    try:
+        return JobConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError("invalid config: " + "; ".join(_describe(e, raw) for e in exc.errors())) from None
+
+
+def load_job(path: str | Path | None = None, overrides: list[str] = ()) -> JobConfig:
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"job spec not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a job spec must be a YAML mapping")
+    return build_config(data, overrides)

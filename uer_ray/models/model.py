@@ -1,0 +1,66 @@
+"""A UER model: embedding -> encoder -> {target: weight}; the loss is the weighted sum of the targets' losses."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from uer_ray.models.embeddings import Embedding
+from uer_ray.registry import ENCODERS, TARGETS
+
+
+class Backbone(nn.Module):
+    """Embedding + encoder: what pre-training and fine-tuning share (weights named ``embedding.*``, ``encoder.*``)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        if cfg.vocab_size is None:
+            raise ValueError("model.vocab_size is not set: build the model from a job config with a tokenizer")
+        self.config = cfg
+        self.embedding = Embedding(cfg)
+        self.encoder = ENCODERS.get(cfg.encoder.name)(cfg)
+
+    def encode(self, src: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        """Token ids and segment ids (batch, seq) -> hidden states (batch, seq, hidden)."""
+        return self.encoder(self.embedding(src, seg), seg)
+
+
+class UERModel(Backbone):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.targets = nn.ModuleDict(
+            {name: TARGETS.get(name)(cfg, target_cfg, self.embedding) for name, target_cfg in cfg.targets.items()}
+        )
+        self.weights = {name: target_cfg.weight for name, target_cfg in cfg.targets.items()}
+
+    def target_logits(self, name: str, hidden: torch.Tensor) -> torch.Tensor:
+        return self.targets[name].logits(hidden)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Returns ``loss`` (weighted sum) and, per target, ``<name>_loss``, ``<name>_correct``, ``<name>_count``."""
+        hidden = self.encode(batch["src"], batch["seg"])
+        out: dict[str, torch.Tensor] = {}
+        total = hidden.new_zeros(())
+        for name, target in self.targets.items():
+            result = target(hidden, batch)
+            total = total + self.weights[name] * result.loss
+            out[f"{name}_loss"] = result.loss.detach()
+            out[f"{name}_correct"] = result.correct.detach()
+            out[f"{name}_count"] = result.count.detach()
+        out["loss"] = total
+        return out
+
+
+def build_model(cfg) -> UERModel:
+    return UERModel(cfg)
+
+
+def load_model(checkpoint_dir: str | Path) -> UERModel:
+    """A pre-trained model from a uer-ray checkpoint directory, in eval mode."""
+    from uer_ray.config import ModelConfig
+    from uer_ray.train.checkpoint import load_config, load_weights
+
+    model = UERModel(ModelConfig.model_validate(load_config(checkpoint_dir)["model"]))
+    load_weights(checkpoint_dir, model)
+    return model.eval()

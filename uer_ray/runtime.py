@@ -1,0 +1,30 @@
+"""Starting or joining Ray, and the environment every Ray process of a job shares."""
+from __future__ import annotations
+
+import os
+
+# Ray Train V2's controller polls workers at this interval and every ray.train.report waits for a poll:
+# the 2 s default costs 2 s a report. Users may still override it in their environment.
+DEFAULT_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
+FORWARDED_ENV = ("WANDB_MODE", "WANDB_API_KEY", "WANDB_DIR", "WANDB_SILENT", "PYTHONPATH")
+
+
+def job_env() -> dict[str, str]:
+    env = {key: os.environ.get(key, value) for key, value in DEFAULT_ENV.items()}
+    env.update({key: os.environ[key] for key in FORWARDED_ENV if key in os.environ})
+    return env
+
+
+def init_ray(run_cfg, num_cpus: int | None = None) -> None:
+    """Join ``run.ray_address`` (or a cluster that ``ray job submit`` started us in), else start Ray in-process."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = job_env()
+    os.environ.update(env)  # the driver's own Train controller reads it too
+    address = run_cfg.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
+    else:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env})

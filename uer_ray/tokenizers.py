@@ -1,0 +1,371 @@
+"""Tokenizers and vocabularies (UER-py's ``char`` / ``space`` / ``bert`` / ``spm`` tokenizers).
+
+A tokenizer is built from its pydantic ``Config`` in every Ray actor that needs one (``build_tokenizer(cfg)``); they
+are cheap to construct and need not be picklable.  ``bert`` is Google BERT's BasicTokenizer + WordPiece, run by the
+compiled Hugging Face ``tokenizers`` library; it agrees token-for-token with transformers' pure-Python BERT tokenizer
+(see ``bench/tokenizer_agreement.py``).  ``spm`` wraps a SentencePiece model.
+
+Every tokenizer returns only tokens of its vocab from ``tokenize`` (unknown pieces become ``[UNK]``), so that
+``encode(text) == [vocab.token_to_id(t) for t in tokenize(text)]`` and ``decode(encode(text)) == tokenize(text)``.
+No tokenizer adds ``[CLS]``/``[SEP]`` itself: the data processors do.
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+from functools import cached_property
+from typing import Any, Iterable, Literal, Mapping, Sequence
+
+import sentencepiece
+from pydantic import FilePath
+from tokenizers import AddedToken
+from tokenizers import Tokenizer as _HFTokenizer
+from tokenizers import models as _hf_models
+from tokenizers import normalizers as _hf_normalizers
+from tokenizers import pre_tokenizers as _hf_pre_tokenizers
+
+from uer_ray.config import ComponentConfig
+from uer_ray.registry import TOKENIZERS
+
+PAD = "[PAD]"
+UNK = "[UNK]"
+CLS = "[CLS]"
+SEP = "[SEP]"
+MASK = "[MASK]"
+SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, CLS, SEP, MASK)
+
+__all__ = [
+    "PAD", "UNK", "CLS", "SEP", "MASK", "SPECIAL_TOKENS",
+    "Vocab", "build_vocab", "Tokenizer", "CharTokenizer", "SpaceTokenizer", "BertTokenizer", "SpmTokenizer",
+    "build_tokenizer",
+]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Vocab
+# --------------------------------------------------------------------------------------------------------------------
+class Vocab:
+    """An ordered token list (index = id) that must contain the five special tokens.
+
+    Duplicated tokens keep their first id (the later index still exists and decodes to the token).
+    """
+
+    def __init__(self, tokens: Iterable[str], source: str = "<tokens>"):
+        self._tokens: list[str] = list(tokens)
+        self._ids: dict[str, int] = {}
+        for i, tok in enumerate(self._tokens):
+            if not isinstance(tok, str):
+                raise TypeError(f"vocab {source}: token #{i} is {type(tok).__name__}, not str")
+            self._ids.setdefault(tok, i)
+        missing = [t for t in SPECIAL_TOKENS if t not in self._ids]
+        if missing:
+            raise ValueError(f"vocab {source} lacks the special token(s) {', '.join(missing)}")
+        self.source = source
+        self._pad_id = self._ids[PAD]
+        self._unk_id = self._ids[UNK]
+        self._cls_id = self._ids[CLS]
+        self._sep_id = self._ids[SEP]
+        self._mask_id = self._ids[MASK]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Vocab":
+        """Read a BERT-format vocab file: one token per line, UTF-8, only the line ending stripped."""
+        # Universal-newline text mode + rstrip("\n"), exactly as BERT / transformers read vocab files.
+        with open(path, "r", encoding="utf-8") as f:
+            tokens = [line.rstrip("\n") for line in f]
+        return cls(tokens, source=str(path))
+
+    def save(self, path: str | os.PathLike) -> None:
+        bad = [t for t in self._tokens if "\n" in t or "\r" in t]
+        if bad:
+            raise ValueError(f"cannot save vocab to {path}: token(s) contain a line break: {bad[:5]!r}")
+        with open(path, "w", encoding="utf-8", newline="\n") as f:
+            for tok in self._tokens:
+                f.write(tok + "\n")
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def __contains__(self, token: object) -> bool:
+        return token in self._ids
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocab) and self._tokens == other._tokens
+
+    def __repr__(self) -> str:
+        return f"Vocab(size={len(self)}, source={self.source!r})"
+
+    def token_to_id(self, token: str) -> int:
+        return self._ids.get(token, self._unk_id)
+
+    def id_to_token(self, i: int) -> str:
+        i = int(i)
+        if not 0 <= i < len(self._tokens):
+            raise IndexError(f"token id {i} out of range for a vocab of size {len(self._tokens)}")
+        return self._tokens[i]
+
+    @property
+    def tokens(self) -> list[str]:
+        return list(self._tokens)
+
+    @property
+    def token_ids(self) -> Mapping[str, int]:
+        """token -> (first) id; read-only view, do not mutate."""
+        return self._ids
+
+    @property
+    def pad_id(self) -> int:
+        return self._pad_id
+
+    @property
+    def unk_id(self) -> int:
+        return self._unk_id
+
+    @property
+    def cls_id(self) -> int:
+        return self._cls_id
+
+    @property
+    def sep_id(self) -> int:
+        return self._sep_id
+
+    @property
+    def mask_id(self) -> int:
+        return self._mask_id
+
+    @cached_property
+    def sha256(self) -> str:
+        """Hex digest of the tokens joined by "\\n": data and model must carry the same one."""
+        return hashlib.sha256("\n".join(self._tokens).encode("utf-8")).hexdigest()
+
+
+def build_vocab(
+    token_counts: Mapping[str, int] | collections.Counter, min_count: int = 1, max_size: int | None = None
+) -> Vocab:
+    """Specials first ([PAD] [UNK] [CLS] [SEP] [MASK]), then tokens by descending count, ties lexicographically.
+
+    Tokens with count < min_count are dropped; max_size (if given) bounds the whole vocab, specials included.
+    """
+    if max_size is not None and max_size < len(SPECIAL_TOKENS):
+        raise ValueError(f"max_size={max_size} is smaller than the {len(SPECIAL_TOKENS)} special tokens")
+    items = [(tok, int(c)) for tok, c in token_counts.items() if c >= min_count and tok not in SPECIAL_TOKENS]
+    items.sort(key=lambda kv: (-kv[1], kv[0]))
+    tokens = list(SPECIAL_TOKENS) + [tok for tok, _ in items]
+    if max_size is not None:
+        tokens = tokens[:max_size]
+    return Vocab(tokens, source="<build_vocab>")
+
+
+def _file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Tokenizers
+# --------------------------------------------------------------------------------------------------------------------
+class Tokenizer:
+    """Base class.  Subclasses implement ``tokenize`` (and may override ``encode``/``encode_batch``)."""
+
+    registry_name: str  # set by @TOKENIZERS.register
+
+    def __init__(self, vocab: Vocab):
+        self.vocab = vocab
+
+    @classmethod
+    def from_config(cls, cfg: ComponentConfig) -> "Tokenizer":
+        raise NotImplementedError
+
+    def tokenize(self, text: str) -> list[str]:
+        raise NotImplementedError
+
+    def encode(self, text: str) -> list[int]:
+        ids = self.vocab.token_ids
+        unk = self.vocab.unk_id
+        return [ids.get(t, unk) for t in self.tokenize(text)]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        return [self.vocab.id_to_token(i) for i in ids]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def _options(self) -> dict[str, Any]:
+        """Options that change the output (paths excluded: they differ between machines)."""
+        return {}
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "tokenizer": getattr(type(self), "registry_name", type(self).__name__),
+            "vocab_sha256": self.vocab.sha256,
+            "vocab_size": len(self.vocab),
+            **self._options(),
+        }
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self._options().items())
+        return f"{type(self).__name__}(vocab_size={len(self.vocab)}{', ' if opts else ''}{opts})"
+
+
+def _check_text(text: object) -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"tokenizers take str, got {type(text).__name__}")
+    return text
+
+
+@TOKENIZERS.register("char")
+class CharTokenizer(Tokenizer):
+    """Every non-whitespace character is a token; characters not in the vocab become [UNK]."""
+
+    class Config(ComponentConfig):
+        name: Literal["char"] = "char"
+        vocab_path: FilePath
+
+    @classmethod
+    def from_config(cls, cfg: "CharTokenizer.Config") -> "CharTokenizer":
+        return cls(Vocab.load(cfg.vocab_path))
+
+    def tokenize(self, text: str) -> list[str]:
+        ids = self.vocab.token_ids
+        return [c if c in ids else UNK for c in _check_text(text) if not c.isspace()]
+
+
+@TOKENIZERS.register("space")
+class SpaceTokenizer(Tokenizer):
+    """Whitespace-separated tokens (str.split()); tokens not in the vocab become [UNK]."""
+
+    class Config(ComponentConfig):
+        name: Literal["space"] = "space"
+        vocab_path: FilePath
+
+    @classmethod
+    def from_config(cls, cfg: "SpaceTokenizer.Config") -> "SpaceTokenizer":
+        return cls(Vocab.load(cfg.vocab_path))
+
+    def tokenize(self, text: str) -> list[str]:
+        ids = self.vocab.token_ids
+        return [t if t in ids else UNK for t in _check_text(text).split()]
+
+
+@TOKENIZERS.register("bert")
+class BertTokenizer(Tokenizer):
+    """Google BERT BasicTokenizer + WordPiece on the compiled Hugging Face ``tokenizers`` library.
+
+    The five special tokens written literally in the text stay whole (as transformers' BERT tokenizers do).
+    """
+
+    class Config(ComponentConfig):
+        name: Literal["bert"] = "bert"
+        vocab_path: FilePath
+        do_lower_case: bool = True
+        strip_accents: bool | None = None  # None: same as do_lower_case (original BERT)
+
+    def __init__(self, vocab: Vocab, do_lower_case: bool = True, strip_accents: bool | None = None):
+        super().__init__(vocab)
+        self.do_lower_case = bool(do_lower_case)
+        self.strip_accents = self.do_lower_case if strip_accents is None else bool(strip_accents)
+        tok = _HFTokenizer(
+            _hf_models.WordPiece(dict(vocab.token_ids), unk_token=UNK, max_input_chars_per_word=100)
+        )
+        # BERT's BasicTokenizer order as transformers runs it: clean text, space out CJK characters, NFC (e.g. CJK
+        # compatibility ideographs -> unified ones), then lower-case / strip accents.  A single BertNormalizer lacks
+        # the NFC step and disagrees on cased text with NFC-changed characters; hence this three-step sequence.
+        tok.normalizer = _hf_normalizers.Sequence(
+            [
+                _hf_normalizers.BertNormalizer(
+                    clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False
+                ),
+                _hf_normalizers.NFC(),
+                _hf_normalizers.BertNormalizer(
+                    clean_text=False,
+                    handle_chinese_chars=False,
+                    strip_accents=self.strip_accents,
+                    lowercase=self.do_lower_case,
+                ),
+            ]
+        )
+        tok.pre_tokenizer = _hf_pre_tokenizers.BertPreTokenizer()
+        tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+        self._tok = tok
+
+    @classmethod
+    def from_config(cls, cfg: "BertTokenizer.Config") -> "BertTokenizer":
+        return cls(Vocab.load(cfg.vocab_path), do_lower_case=cfg.do_lower_case, strip_accents=cfg.strip_accents)
+
+    def _options(self) -> dict[str, Any]:
+        return {"do_lower_case": self.do_lower_case, "strip_accents": self.strip_accents}
+
+    def tokenize(self, text: str) -> list[str]:
+        return self._tok.encode(_check_text(text), add_special_tokens=False).tokens
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(_check_text(text), add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        texts = [_check_text(t) for t in texts]
+        return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+
+
+@TOKENIZERS.register("spm")
+class SpmTokenizer(Tokenizer):
+    """A SentencePiece model.  Vocab = the model's pieces in id order, plus any missing special token appended."""
+
+    class Config(ComponentConfig):
+        name: Literal["spm"] = "spm"
+        spm_model_path: FilePath
+        do_lower_case: bool = False
+
+    def __init__(self, spm_model_path: str | os.PathLike, do_lower_case: bool = False):
+        self.spm_model_path = str(spm_model_path)
+        self.do_lower_case = bool(do_lower_case)
+        sp = sentencepiece.SentencePieceProcessor()
+        sp.Load(self.spm_model_path)
+        self._sp = sp
+        pieces = [sp.IdToPiece(i) for i in range(sp.GetPieceSize())]
+        present = set(pieces)
+        pieces += [t for t in SPECIAL_TOKENS if t not in present]
+        super().__init__(Vocab(pieces, source=self.spm_model_path))
+        # sentencepiece's own unknown id (its unk piece may be e.g. "<unk>") is remapped to our [UNK].
+        self._sp_unk_id = sp.unk_id()
+        self._model_sha256 = _file_sha256(self.spm_model_path)
+
+    @classmethod
+    def from_config(cls, cfg: "SpmTokenizer.Config") -> "SpmTokenizer":
+        return cls(cfg.spm_model_path, do_lower_case=cfg.do_lower_case)
+
+    def _options(self) -> dict[str, Any]:
+        return {"do_lower_case": self.do_lower_case, "spm_model_sha256": self._model_sha256}
+
+    def _fix_unk(self, ids: list[int]) -> list[int]:
+        sp_unk, unk = self._sp_unk_id, self.vocab.unk_id
+        if sp_unk == unk or sp_unk < 0:
+            return ids
+        return [unk if i == sp_unk else i for i in ids]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        texts = [_check_text(t) for t in texts]
+        if self.do_lower_case:
+            texts = [t.lower() for t in texts]
+        if not texts:
+            return []
+        return [self._fix_unk(ids) for ids in self._sp.encode(texts, out_type=int)]
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_batch([text])[0]
+
+    def tokenize(self, text: str) -> list[str]:
+        return self.decode(self.encode(text))
+
+
+def build_tokenizer(cfg: ComponentConfig) -> Tokenizer:
+    """The tokenizer that ``cfg`` (a registered tokenizer's ``Config``) describes."""
+    return TOKENIZERS.get(cfg.name).from_config(cfg)
