@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
+import re
 from functools import cached_property
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
@@ -222,6 +223,15 @@ def _check_text(text: object) -> str:
     return text
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _drop_surrogates(texts: list[str]) -> list[str]:
+    """Lone surrogates (e.g. from surrogateescape decoding) cannot cross into Rust/C++; BERT drops them anyway
+    (category Cs counts as a control character), so they are removed.  Only called after the fast path failed."""
+    return [_SURROGATES.sub("", t) for t in texts]
+
+
 @TOKENIZERS.register("char")
 class CharTokenizer(Tokenizer):
     """Every non-whitespace character is a token; characters not in the vocab become [UNK]."""
@@ -304,15 +314,26 @@ class BertTokenizer(Tokenizer):
     def _options(self) -> dict[str, Any]:
         return {"do_lower_case": self.do_lower_case, "strip_accents": self.strip_accents}
 
+    def _encode(self, text: str):
+        text = _check_text(text)
+        try:
+            return self._tok.encode(text, add_special_tokens=False)
+        except (TypeError, UnicodeError):
+            return self._tok.encode(_drop_surrogates([text])[0], add_special_tokens=False)
+
     def tokenize(self, text: str) -> list[str]:
-        return self._tok.encode(_check_text(text), add_special_tokens=False).tokens
+        return self._encode(text).tokens
 
     def encode(self, text: str) -> list[int]:
-        return self._tok.encode(_check_text(text), add_special_tokens=False).ids
+        return self._encode(text).ids
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         texts = [_check_text(t) for t in texts]
-        return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+        try:
+            encodings = self._tok.encode_batch(texts, add_special_tokens=False)
+        except (TypeError, UnicodeError):
+            encodings = self._tok.encode_batch(_drop_surrogates(texts), add_special_tokens=False)
+        return [e.ids for e in encodings]
 
 
 @TOKENIZERS.register("spm")
@@ -357,7 +378,11 @@ class SpmTokenizer(Tokenizer):
             texts = [t.lower() for t in texts]
         if not texts:
             return []
-        return [self._fix_unk(ids) for ids in self._sp.encode(texts, out_type=int)]
+        try:
+            batch = self._sp.encode(texts, out_type=int)
+        except (RuntimeError, TypeError, UnicodeError):  # lone surrogates cannot be cast to C++ strings
+            batch = self._sp.encode(_drop_surrogates(texts), out_type=int)
+        return [self._fix_unk(ids) for ids in batch]
 
     def encode(self, text: str) -> list[int]:
         return self.encode_batch([text])[0]
