@@ -107,6 +107,7 @@ class ModelConfig(StrictModel):
     emb_size: int | None = Field(None, gt=0)  # None: hidden_size; smaller: factorized (ALBERT)
     max_seq_length: int = Field(512, gt=0)
     layernorm: Literal["standard", "uer", "t5"] = "standard"
+    layernorm_eps: float | None = Field(None, gt=0)  # None: the kind's default (standard 1e-12, uer/t5 1e-6); GPT-2 1e-5
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     encoder: Encoder = _component(ENCODERS, "transformer")
     targets: Targets = Field(default_factory=lambda: _targets_validator({"mlm": 1.0, "sp": 1.0}))

@@ -10,6 +10,15 @@ from uer_ray.models.embeddings import Embedding
 from uer_ray.registry import ENCODERS, TARGETS
 
 
+def set_layernorm_eps(module: nn.Module, eps: float | None) -> None:
+    """``model.layernorm_eps``: overrides the epsilon of every layer norm under ``module`` (None: keep defaults)."""
+    if eps is None:
+        return
+    for sub in module.modules():
+        if isinstance(sub, nn.LayerNorm) or type(sub).__name__ in ("UerLayerNorm", "RMSNorm"):
+            sub.eps = eps
+
+
 class Backbone(nn.Module):
     """Embedding + encoder: what pre-training and fine-tuning share (weights named ``embedding.*``, ``encoder.*``)."""
 
@@ -20,6 +29,7 @@ class Backbone(nn.Module):
         self.config = cfg
         self.embedding = Embedding(cfg)
         self.encoder = ENCODERS.get(cfg.encoder.name)(cfg)
+        set_layernorm_eps(self, getattr(cfg, "layernorm_eps", None))
 
     def encode(self, src: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         """Token ids and segment ids (batch, seq) -> hidden states (batch, seq, hidden)."""
@@ -33,6 +43,7 @@ class UERModel(Backbone):
             {name: TARGETS.get(name)(cfg, target_cfg, self.embedding) for name, target_cfg in cfg.targets.items()}
         )
         self.weights = {name: target_cfg.weight for name, target_cfg in cfg.targets.items()}
+        set_layernorm_eps(self, getattr(cfg, "layernorm_eps", None))
 
     def target_logits(self, name: str, hidden: torch.Tensor) -> torch.Tensor:
         return self.targets[name].logits(hidden)
