@@ -3,10 +3,17 @@
 A chunk ``[start, end)`` owns the documents that *start* inside it (Hadoop's split rule), so documents survive chunk
 boundaries and every document is read exactly once whatever the chunk size. Two layouts:
 ``paragraph``: one sentence a line, documents separated by blank lines; ``line``: one document a line.
+
+Inputs: local files, directories, globs, and URIs that pyarrow's filesystems open (``file://``, ``s3://``, ``gs://``,
+...; a directory or a glob in the last path component works there too). ``.gz`` and ``.zst`` files are
+decompressed as a stream; such a file is one chunk (it cannot be split), read with bounded memory.
 """
 from __future__ import annotations
 
+import fnmatch
 import glob
+import gzip
+import io
 import os
 import re
 import unicodedata
@@ -45,11 +52,54 @@ class RepairLog:
         return cls(Counter(data.get("counts", {})), {k: list(v) for k, v in data.get("examples", {}).items()})
 
 
+COMPRESSED = (".gz", ".zst", ".zstd")
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def is_compressed(path: str) -> bool:
+    return path.lower().endswith(COMPRESSED)
+
+
+def _filesystem(uri: str):
+    import pyarrow.fs as pafs
+
+    return pafs.FileSystem.from_uri(uri)
+
+
+def _expand_uri(pattern: str) -> list[str]:
+    import pyarrow.fs as pafs
+
+    scheme = pattern.split("://", 1)[0] + "://"
+    glob_part = any(ch in pattern for ch in "*?[")
+    base = pattern.rsplit("/", 1)[0] if glob_part else pattern
+    fs, path = _filesystem(base)
+    prefix = scheme if scheme != "file://" else "file://"
+    info = fs.get_file_info(path)
+    if glob_part:
+        name_pattern = pattern.rsplit("/", 1)[1]
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
+        found = [i.path for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatch(i.base_name, name_pattern)]
+    elif info.type == pafs.FileType.Directory:
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+        found = [i.path for i in infos if i.type == pafs.FileType.File]
+    elif info.type == pafs.FileType.File:
+        found = [path]
+    else:
+        found = []
+    return sorted(prefix + (p if scheme != "file://" or p.startswith("/") else "/" + p) for p in found)
+
+
 def expand_paths(patterns: list[str]) -> list[str]:
-    """Files, directories (all files inside, sorted) and globs -> a sorted list of files; missing ones raise."""
+    """Files, directories (all files inside, sorted), globs and URIs -> a list of files; missing ones raise."""
     files: list[str] = []
     for pattern in patterns:
-        if os.path.isdir(pattern):
+        pattern = str(pattern)
+        if is_uri(pattern):
+            found = _expand_uri(pattern)
+        elif os.path.isdir(pattern):
             found = sorted(str(p) for p in Path(pattern).rglob("*") if p.is_file())
         elif any(ch in pattern for ch in "*?["):
             found = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
@@ -61,10 +111,39 @@ def expand_paths(patterns: list[str]) -> list[str]:
     return files
 
 
+def file_size(path: str) -> int:
+    if is_uri(path):
+        fs, inner = _filesystem(path)
+        return int(fs.get_file_info(inner).size)
+    return os.path.getsize(path)
+
+
+def open_binary(path: str) -> BinaryIO:
+    """A seekable binary stream (buffered) for a local path or a URI; compressed files decompress on the fly
+    (not seekable: they are read from the start)."""
+    if is_uri(path):
+        fs, inner = _filesystem(path)
+        raw: BinaryIO = io.BufferedReader(fs.open_input_file(inner), 1 << 20)
+    else:
+        raw = open(path, "rb", buffering=1 << 20)
+    lower = path.lower()
+    if lower.endswith(".gz"):
+        return io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), 1 << 20)
+    if lower.endswith((".zst", ".zstd")):
+        import zstandard
+
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True), 1 << 20)
+    return raw
+
+
 def plan_chunks(files: list[str], chunk_bytes: int) -> list[dict]:
+    """Byte-range chunks; a compressed file is one chunk (``whole``) whose ``end`` is its compressed size."""
     chunks = []
     for path in files:
-        size = os.path.getsize(path)
+        size = file_size(path)
+        if is_compressed(path):
+            chunks.append({"index": len(chunks), "path": path, "start": 0, "end": size, "whole": True})
+            continue
         for start in range(0, max(size, 1), chunk_bytes):
             chunks.append({"index": len(chunks), "path": path, "start": start, "end": min(start + chunk_bytes, size)})
     return chunks
@@ -76,6 +155,8 @@ def clean_line(raw: bytes, where: str, log: RepairLog) -> str:
     except UnicodeDecodeError:
         text = raw.decode("utf-8", errors="replace")
         log.add("invalid_utf8", where)
+    if text.endswith("\r\n"):
+        log.add("crlf", where)
     text = text.rstrip("\r\n")
     if _CONTROL.search(text):
         text = _CONTROL.sub("", text)
@@ -99,8 +180,9 @@ def _pieces(f: BinaryIO, max_bytes: int, path: str, log: RepairLog) -> Iterator[
     characters, so memory stays bounded whatever the line length."""
     carry = b""
     starts_line = True
+    position = f.tell()
     while True:
-        offset = f.tell() - len(carry)
+        offset = position
         piece = carry + f.readline(max_bytes - len(carry))
         carry = b""
         if not piece:
@@ -110,6 +192,7 @@ def _pieces(f: BinaryIO, max_bytes: int, path: str, log: RepairLog) -> Iterator[
             cut = _char_boundary(piece)
             piece, carry = piece[:cut], piece[cut:]
             log.add("long_line_split", f"{path}@byte{offset}")
+        position += len(piece)
         yield offset, piece, starts_line
         starts_line = ends_line
 
@@ -135,12 +218,20 @@ def _previous_line_blank(f: BinaryIO) -> bool:
     return before.endswith(b"\n\n") or (lo == 0 and before == b"\n")
 
 
-def read_chunk(chunk: dict, layout: str, max_line_bytes: int, log: RepairLog) -> list[list[str]]:
-    """Documents (lists of cleaned, non-empty lines) that start inside the chunk."""
+def read_chunk(
+    chunk: dict, layout: str, max_line_bytes: int, log: RepairLog, wheres: list[str] | None = None
+) -> list[list[str]]:
+    """Documents (lists of cleaned, non-empty lines) that start inside the chunk; ``wheres`` (if given) receives
+    each document's location (``path:line`` in a file's first chunk, ``path@byteN`` later)."""
     path, start, end = chunk["path"], chunk["start"], chunk["end"]
+    if chunk.get("whole"):
+        end = float("inf")
     docs: list[list[str]] = []
     current: list[str] = []
-    with open(path, "rb") as f:
+    current_where = ""
+    if wheres is None:
+        wheres = []
+    with open_binary(path) as f:
         # In the paragraph layout a chunk may begin inside a document owned by the previous chunk: skip it.
         skipping = False
         if start > 0:
@@ -158,6 +249,7 @@ def read_chunk(chunk: dict, layout: str, max_line_bytes: int, log: RepairLog) ->
                 text = "" if blank else clean_line(piece, where, log).strip()
                 if text:
                     docs.append([text])
+                    wheres.append(where)
                 else:
                     log.add("empty_document", where)
             elif skipping:
@@ -165,15 +257,19 @@ def read_chunk(chunk: dict, layout: str, max_line_bytes: int, log: RepairLog) ->
             elif blank:
                 if current:
                     docs.append(current)
+                    wheres.append(current_where)
                     current = []
             elif not current and starts_line and offset >= end:
                 break
             else:
                 text = clean_line(piece, where, log).strip()
                 if text:
+                    if not current:
+                        current_where = where
                     current.append(text)
                 else:
                     log.add("empty_line_after_cleaning", where)
     if current:
         docs.append(current)
+        wheres.append(current_where)
     return docs
