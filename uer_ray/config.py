@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from uer_ray.registry import ENCODERS, PROCESSORS, TARGETS, TASKS, TOKENIZERS, Registry
+from uer_ray.registry import ENCODERS, PROCESSORS, SUBENCODERS, TARGETS, TASKS, TOKENIZERS, Registry
 
 
 class ConfigError(ValueError):
@@ -82,6 +82,7 @@ def _component(registry: Registry, default: str):
 Tokenizer = Annotated[SerializeAsAny[ComponentConfig], _component_validator(TOKENIZERS)]
 Processor = Annotated[SerializeAsAny[ComponentConfig], _component_validator(PROCESSORS)]
 Encoder = Annotated[SerializeAsAny[ComponentConfig], _component_validator(ENCODERS)]
+Subencoder = Annotated[SerializeAsAny[ComponentConfig], _component_validator(SUBENCODERS)]
 Task = Annotated[SerializeAsAny[ComponentConfig], _component_validator(TASKS)]
 Targets = Annotated[dict[str, SerializeAsAny[TargetConfig]], BeforeValidator(_targets_validator)]
 
@@ -110,6 +111,7 @@ class ModelConfig(StrictModel):
     layernorm_eps: float | None = Field(None, gt=0)  # None: the kind's default (standard 1e-12, uer/t5 1e-6); GPT-2 1e-5
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     encoder: Encoder = _component(ENCODERS, "transformer")
+    subencoder: Subencoder | None = None  # word vectors also learned from their characters (UER-py subencoders)
     targets: Targets = Field(default_factory=lambda: _targets_validator({"mlm": 1.0, "sp": 1.0}))
     tie_weights: bool = True
 
@@ -148,6 +150,7 @@ class DataConfig(StrictModel):
     shard_rows: int = Field(100_000, gt=0)  # instances per Parquet shard
     tokenize_actors: int = Field(1, ge=1)
     tokenize_cpus: float = Field(0.5, gt=0)  # per tokenizing actor; below 1 so Ray Data's other tasks still run
+    check_shape: bool = True  # refuse a corpus whose shape cannot feed the processor (e.g. bert on one document a line)
 
 
 class TrainConfig(StrictModel):
@@ -267,7 +270,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-_COMPONENT_FIELDS = {"tokenizer": TOKENIZERS, "processor": PROCESSORS, "encoder": ENCODERS, "task": TASKS}
+_COMPONENT_FIELDS = {
+    "tokenizer": TOKENIZERS, "processor": PROCESSORS, "encoder": ENCODERS, "subencoder": SUBENCODERS, "task": TASKS,
+}
 
 
 def _allowed_keys(path: list[str], raw: dict) -> list[str]:

@@ -55,6 +55,7 @@ class Registry:
 
 EMBEDDINGS = Registry("embedding", ("uer_ray.models.embeddings",))
 ENCODERS = Registry("encoder", ("uer_ray.models.encoders",))
+SUBENCODERS = Registry("subencoder", ("uer_ray.models.subencoders",))
 TARGETS = Registry("target", ("uer_ray.models.targets",))
 TOKENIZERS = Registry("tokenizer", ("uer_ray.tokenizers",))
 PROCESSORS = Registry("data processor", ("uer_ray.data.processors",))

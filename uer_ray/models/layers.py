@@ -58,25 +58,41 @@ def activation(name: str):
 
 
 class MultiHeadAttention(nn.Module):
-    def __init__(self, hidden_size: int, heads_num: int, dropout: float, bias: bool = True):
+    """Scaled dot-product attention over ``heads_num`` heads (``head_size`` each; default hidden / heads).
+
+    ``scale=False`` drops the 1/sqrt(head_size) factor (T5's ``remove_attention_scale``).
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        heads_num: int,
+        dropout: float,
+        bias: bool = True,
+        head_size: int | None = None,
+        scale: bool = True,
+    ):
         super().__init__()
         self.heads_num = heads_num
-        self.head_size = hidden_size // heads_num
-        self.query = nn.Linear(hidden_size, hidden_size, bias=bias)
-        self.key = nn.Linear(hidden_size, hidden_size, bias=bias)
-        self.value = nn.Linear(hidden_size, hidden_size, bias=bias)
-        self.output = nn.Linear(hidden_size, hidden_size, bias=bias)
+        self.head_size = head_size or hidden_size // heads_num
+        inner = self.heads_num * self.head_size
+        self.query = nn.Linear(hidden_size, inner, bias=bias)
+        self.key = nn.Linear(hidden_size, inner, bias=bias)
+        self.value = nn.Linear(hidden_size, inner, bias=bias)
+        self.output = nn.Linear(inner, hidden_size, bias=bias)
         self.dropout = dropout
+        self.scale = None if scale else 1.0
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         batch, seq, _ = x.shape
         return x.view(batch, seq, self.heads_num, self.head_size).transpose(1, 2)
 
     def forward(self, query: torch.Tensor, key_value: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """``mask``: boolean, broadcastable to (batch, heads, q_len, kv_len); True = may attend."""
+        """``mask`` broadcastable to (batch, heads, q_len, kv_len): boolean (True = may attend) or an additive float
+        bias (relative positions, with -inf-like values where attention is forbidden)."""
         q, k, v = self._split(self.query(query)), self._split(self.key(key_value)), self._split(self.value(key_value))
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, scale=self.scale
         )
         batch, _, seq, _ = out.shape
         return self.output(out.transpose(1, 2).reshape(batch, seq, -1))
@@ -93,8 +109,31 @@ class FeedForward(nn.Module):
         return self.linear_2(self.act(self.linear_1(x)))
 
 
+class GatedFeedForward(nn.Module):
+    """GLU-variant feed-forward (T5 v1.1, LLaMA): linear_2(act(linear_gate(x)) * linear_1(x)); UER-py's names."""
+
+    def __init__(self, hidden_size: int, feedforward_size: int, act: str, bias: bool = True):
+        super().__init__()
+        self.linear_gate = nn.Linear(hidden_size, feedforward_size, bias=bias)
+        self.linear_1 = nn.Linear(hidden_size, feedforward_size, bias=bias)
+        self.linear_2 = nn.Linear(feedforward_size, hidden_size, bias=bias)
+        self.act = activation(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_gate(x)) * self.linear_1(x))
+
+
+def make_feedforward(kind: str, hidden_size: int, feedforward_size: int, act: str, bias: bool = True) -> nn.Module:
+    cls = GatedFeedForward if kind == "gated" else FeedForward
+    return cls(hidden_size, feedforward_size, act, bias)
+
+
 class TransformerLayer(nn.Module):
-    """Self-attention + feed-forward with residuals; ``pre_norm`` switches BERT's post-LN to GPT-2's pre-LN."""
+    """Self-attention + feed-forward with residuals; ``pre_norm`` switches BERT's post-LN to GPT-2's pre-LN.
+
+    With ``cross_attention`` (a decoder layer) a second attention over the encoder's states sits between the two,
+    named ``context_attn`` with its norm ``layer_norm_3`` (UER-py's decoder names).
+    """
 
     def __init__(
         self,
@@ -105,19 +144,84 @@ class TransformerLayer(nn.Module):
         dropout: float,
         layernorm: str,
         pre_norm: bool,
+        feed_forward: str = "dense",
+        bias: bool = True,
+        head_size: int | None = None,
+        scale: bool = True,
+        cross_attention: bool = False,
     ):
         super().__init__()
         self.pre_norm = pre_norm
-        self.self_attn = MultiHeadAttention(hidden_size, heads_num, dropout)
-        self.feed_forward = FeedForward(hidden_size, feedforward_size, act)
+        self.self_attn = MultiHeadAttention(hidden_size, heads_num, dropout, bias, head_size, scale)
+        self.feed_forward = make_feedforward(feed_forward, hidden_size, feedforward_size, act, bias)
         self.layer_norm_1 = make_layernorm(layernorm, hidden_size)
         self.layer_norm_2 = make_layernorm(layernorm, hidden_size)
+        if cross_attention:
+            self.context_attn = MultiHeadAttention(hidden_size, heads_num, dropout, bias, head_size, scale)
+            self.layer_norm_3 = make_layernorm(layernorm, hidden_size)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        cross = memory is not None
         if self.pre_norm:
             h = self.layer_norm_1(x)
             x = x + self.dropout(self.self_attn(h, h, mask))
+            if cross:
+                x = x + self.dropout(self.context_attn(self.layer_norm_3(x), memory, memory_mask))
             return x + self.dropout(self.feed_forward(self.layer_norm_2(x)))
         x = self.layer_norm_1(x + self.dropout(self.self_attn(x, x, mask)))
+        if cross:
+            x = self.layer_norm_3(x + self.dropout(self.context_attn(x, memory, memory_mask)))
         return self.layer_norm_2(x + self.dropout(self.feed_forward(x)))
+
+
+class RelativePositionBias(nn.Module):
+    """T5's relative position bias: a learned scalar per (bucket, head), buckets exact for near offsets and
+    logarithmic up to ``max_distance``; bidirectional buckets for an encoder, one-sided for a causal decoder.
+    Names follow UER-py (``relative_attention_bias``)."""
+
+    def __init__(self, heads_num: int, bidirectional: bool, buckets_num: int = 32, max_distance: int = 128):
+        super().__init__()
+        self.bidirectional = bidirectional
+        self.buckets_num = buckets_num
+        self.max_distance = max_distance
+        self.relative_attention_bias = nn.Embedding(buckets_num, heads_num)
+
+    def bucket(self, relative: torch.Tensor) -> torch.Tensor:
+        """``relative`` = key position - query position -> bucket ids."""
+        buckets = self.buckets_num
+        out = torch.zeros_like(relative)
+        if self.bidirectional:
+            buckets //= 2
+            out = out + (relative > 0).long() * buckets
+            relative = relative.abs()
+        else:
+            relative = -torch.clamp(relative, max=0)
+        max_exact = buckets // 2
+        is_small = relative < max_exact
+        large = max_exact + (
+            torch.log(relative.float().clamp(min=1) / max_exact)
+            / math.log(self.max_distance / max_exact)
+            * (buckets - max_exact)
+        ).long()
+        large = torch.clamp(large, max=buckets - 1)
+        return out + torch.where(is_small, relative, large)
+
+    def forward(self, q_len: int, k_len: int, device=None) -> torch.Tensor:
+        """(1, heads, q_len, k_len) additive bias."""
+        query = torch.arange(q_len, device=device)[:, None]
+        key = torch.arange(k_len, device=device)[None, :]
+        bias = self.relative_attention_bias(self.bucket(key - query))  # (q, k, heads)
+        return bias.permute(2, 0, 1).unsqueeze(0)
+
+
+def additive_mask(allowed: torch.Tensor, bias: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean mask (True = may attend) + a float bias -> one additive float mask for SDPA."""
+    bias = bias.to(dtype)
+    return torch.where(allowed, bias, torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=bias.device))

@@ -22,12 +22,12 @@ def set_layernorm_eps(module: nn.Module, eps: float | None) -> None:
 class Backbone(nn.Module):
     """Embedding + encoder: what pre-training and fine-tuning share (weights named ``embedding.*``, ``encoder.*``)."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, vocab=None):
         super().__init__()
         if cfg.vocab_size is None:
             raise ValueError("model.vocab_size is not set: build the model from a job config with a tokenizer")
         self.config = cfg
-        self.embedding = Embedding(cfg)
+        self.embedding = Embedding(cfg, vocab)  # the vocabulary is needed only by a subencoder
         self.encoder = ENCODERS.get(cfg.encoder.name)(cfg)
         set_layernorm_eps(self, getattr(cfg, "layernorm_eps", None))
 
@@ -37,8 +37,8 @@ class Backbone(nn.Module):
 
 
 class UERModel(Backbone):
-    def __init__(self, cfg):
-        super().__init__(cfg)
+    def __init__(self, cfg, vocab=None):
+        super().__init__(cfg, vocab)
         self.targets = nn.ModuleDict(
             {name: TARGETS.get(name)(cfg, target_cfg, self.embedding) for name, target_cfg in cfg.targets.items()}
         )
@@ -63,8 +63,9 @@ class UERModel(Backbone):
         return out
 
 
-def build_model(cfg) -> UERModel:
-    return UERModel(cfg)
+def build_model(cfg, vocab=None) -> UERModel:
+    """``vocab`` (a ``Vocab``): required when ``cfg.subencoder`` is set, which decomposes the words into characters."""
+    return UERModel(cfg, vocab)
 
 
 def load_model(checkpoint_dir: str | Path) -> UERModel:
@@ -72,6 +73,13 @@ def load_model(checkpoint_dir: str | Path) -> UERModel:
     from uer_ray.config import ModelConfig
     from uer_ray.train.checkpoint import load_config, load_weights
 
-    model = UERModel(ModelConfig.model_validate(load_config(checkpoint_dir)["model"]))
+    cfg = ModelConfig.model_validate(load_config(checkpoint_dir)["model"])
+    vocab = None
+    if cfg.subencoder is not None:  # the subencoder decomposes the checkpoint's own vocabulary
+        from uer_ray.tokenizers import Vocab
+        from uer_ray.train.checkpoint import VOCAB
+
+        vocab = Vocab.load(Path(checkpoint_dir) / VOCAB)
+    model = UERModel(cfg, vocab)
     load_weights(checkpoint_dir, model)
     return model.eval()
