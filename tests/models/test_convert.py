@@ -393,3 +393,30 @@ def test_unknown_format_and_mismatched_exports(tmp_path):
                         vocab_size=30, hidden_size=8)
     with pytest.raises(cv.ConversionError, match="cannot write hf-bert"):
         cv.to_hf_bert(gpt_like)
+
+
+def test_gpt2_through_uer_py_names(tmp_path, data_dir):
+    """HF GPT-2 -> uer-ray -> UER-py (pre-LN: encoder.layer_norm, target.lm.output_layer) -> uer-ray: same weights."""
+    hf = hf_gpt2()
+    hf.save_pretrained(str(tmp_path / "hf"))
+    bundle = cv.read_hf_gpt2(tmp_path / "hf")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cv.write_uer_py(bundle, tmp_path / "uerpy")
+    state = torch.load(tmp_path / "uerpy" / cv.UER_PY_WEIGHTS, weights_only=True)
+    assert "encoder.layer_norm.gamma" in state and "encoder.transformer.1.self_attn.linear_layers.2.weight" in state
+    assert "embedding.seg.embedding.weight" not in state
+    if "lm" in TARGETS:
+        assert torch.equal(state["target.lm.output_layer.weight"], state["embedding.word.embedding.weight"])
+    # UER-py's own GPT-2 config (models/gpt2/config.json) with this model's sizes
+    uer_cfg = json.loads((data_dir / "models" / "gpt2" / "config.json").read_text())
+    uer_cfg.update(emb_size=HIDDEN, hidden_size=HIDDEN, feedforward_size=4 * HIDDEN, heads_num=HEADS, layers_num=LAYERS)
+    fields = cv.uer_py_model_fields(uer_cfg, state)
+    assert fields["layernorm"] == "uer" and fields["encoder"]["layernorm_positioning"] == "pre"
+    model = cv.from_uer_py_state(cv.build_uer_ray(fields), state)
+    back = cv.to_uer_py_state(model)
+    assert set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)
+    if "lm" in TARGETS:  # UER-py's has_lmtarget_bias
+        state["target.lm.output_layer.bias"] = torch.randn(VOCAB)
+        model = cv.from_uer_py_state(cv.build_uer_ray(cv.uer_py_model_fields(uer_cfg, state)), state)
+        assert torch.equal(model.targets["lm"].output_layer.bias.detach(), state["target.lm.output_layer.bias"])

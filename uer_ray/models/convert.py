@@ -246,7 +246,7 @@ def uer_py_model_fields(uer_config: dict, state: dict[str, torch.Tensor], source
 
     uer = dict(uer_config)
     norm = uer.pop("layernorm", "normal")
-    for key in ("layernorm_eps",):
+    for key in ("layernorm_eps", "has_lmtarget_bias"):
         uer.pop(key, None)
     fields = model_fields_from_uer_json(uer, source=source)
     fields["layernorm"] = "t5" if norm == "t5" else "uer"
@@ -271,6 +271,8 @@ def uer_py_model_fields(uer_config: dict, state: dict[str, torch.Tensor], source
             raise ConversionError(f"{source}: target(s) {unknown} are not available in uer-ray")
         old = fields.get("targets", {})
         fields["targets"] = {t: old.get(t, 1.0) for t in present}
+        if "lm" in present and "target.lm.output_layer.bias" in keys:  # UER-py's has_lmtarget_bias
+            fields["targets"]["lm"] = {"weight": fields["targets"]["lm"], "bias": True}
     return fields
 
 
