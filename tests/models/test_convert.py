@@ -420,3 +420,12 @@ def test_gpt2_through_uer_py_names(tmp_path, data_dir):
         state["target.lm.output_layer.bias"] = torch.randn(VOCAB)
         model = cv.from_uer_py_state(cv.build_uer_ray(cv.uer_py_model_fields(uer_cfg, state)), state)
         assert torch.equal(model.targets["lm"].output_layer.bias.detach(), state["target.lm.output_layer.bias"])
+
+
+def test_hf_export_refuses_options_hf_lacks():
+    from uer_ray import assemble, embedding, encoder, targets
+
+    gated = assemble(embedding("word", "pos", "seg"), encoder("transformer", layers_num=1, heads_num=2,
+                     feedforward_size=16, feed_forward="gated"), targets(mlm=1.0), vocab_size=30, hidden_size=8)
+    with pytest.raises(cv.ConversionError, match="feed_forward"):
+        cv.to_hf_bert(gated)

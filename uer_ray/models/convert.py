@@ -142,12 +142,19 @@ def _check_transformer(model: nn.Module, fmt: str, positioning: str, mask: str, 
             problems.append(f"layernorm_positioning {enc.layernorm_positioning!r} (needs {positioning!r})")
         if enc.mask != mask:
             problems.append(f"mask {enc.mask!r} (needs {mask!r})")
+        plain = {"attention_head_size": None, "feed_forward": "dense", "parameter_sharing": False,
+                 "remove_transformer_bias": False, "remove_attention_scale": False, "relative_position_embedding": False}
+        for option, default in plain.items():
+            if getattr(enc, option, default) != default:
+                problems.append(f"encoder.{option} {getattr(enc, option)!r} (needs {default!r})")
     if list(cfg.embedding.parts) != parts:
         problems.append(f"embedding parts {cfg.embedding.parts} (needs {parts})")
     if cfg.emb_size not in (None, cfg.hidden_size):
         problems.append("a factorized embedding (emb_size != hidden_size)")
     if cfg.layernorm == "t5":
         problems.append("t5 (RMS) layer norms")
+    if getattr(cfg, "subencoder", None) is not None:
+        problems.append("a subencoder")
     if problems:
         raise ConversionError(f"cannot write {fmt}: the model has " + "; ".join(problems))
     if cfg.layernorm == "uer":
