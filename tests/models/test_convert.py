@@ -429,3 +429,22 @@ def test_hf_export_refuses_options_hf_lacks():
                      feedforward_size=16, feed_forward="gated"), targets(mlm=1.0), vocab_size=30, hidden_size=8)
     with pytest.raises(cv.ConversionError, match="feed_forward"):
         cv.to_hf_bert(gated)
+
+
+def test_uer_py_names_for_albert_sharing_gated_ffn_and_relative_bias():
+    from uer_ray import assemble, embedding, encoder, targets
+
+    model = assemble(embedding("word", "seg", dropout=0.0), encoder(
+        "transformer", layers_num=3, heads_num=2, feedforward_size=16, parameter_sharing=True, feed_forward="gated",
+        relative_position_embedding=True, dropout=0.0), targets(mlm=1.0), vocab_size=30, hidden_size=8,
+        emb_size=4, tie_weights=False, layernorm="uer").eval()
+    perturb(model, 3)
+    state = cv.to_uer_py_state(model)
+    for key in ("encoder.transformer.self_attn.linear_layers.0.weight", "encoder.transformer.feed_forward.linear_gate.weight",
+                "encoder.relative_pos_emb.relative_attention_bias.weight", "encoder.linear.weight"):
+        assert key in state, key
+    again = cv.from_uer_py_state(cv.build_uer_ray(model.config.model_dump()), state)
+    src, seg = uer_batch()
+    src = src % 30
+    with torch.no_grad():
+        report("uer-py names (albert/gated/relative) round trip", maxdiff(model.encode(src, seg), again.encode(src, seg)))

@@ -198,11 +198,20 @@ _LN_TO_UER = {"weight": "gamma", "bias": "beta"}
 _LN_FROM_UER = {"gamma": "weight", "beta": "bias"}
 
 
-def uer_py_key(ray_key: str) -> str:
-    """A uer-ray parameter name -> UER-py's (before layer-norm parameter renaming)."""
+def uer_py_key(ray_key: str, shared: bool = False) -> str:
+    """A uer-ray parameter name -> UER-py's (before layer-norm parameter renaming).
+
+    ``shared``: ALBERT's parameter sharing, where UER-py holds one unindexed ``encoder.transformer``.
+    """
     for pattern, repl in _RAY_TO_UER:
         ray_key = re.sub(pattern, repl, ray_key)
+    if shared:
+        ray_key = re.sub(r"^encoder\.transformer\.0\.", "encoder.transformer.", ray_key)
     return ray_key
+
+
+def _shared(model: nn.Module) -> bool:
+    return bool(getattr(model.config.encoder, "parameter_sharing", False))
 
 
 def _modernize_uer_key(key: str) -> str:
@@ -217,7 +226,7 @@ def to_uer_py_state(model: nn.Module) -> dict[str, torch.Tensor]:
     out = {}
     for key, value in model.state_dict().items():
         module, _, param = key.rpartition(".")
-        new = uer_py_key(key)
+        new = uer_py_key(key, _shared(model))
         if module in norms and param in _LN_TO_UER:
             new = new[: -len(param)] + _LN_TO_UER[param]
         out[new] = value.detach().clone()
@@ -227,7 +236,7 @@ def to_uer_py_state(model: nn.Module) -> dict[str, torch.Tensor]:
 def from_uer_py_state(model: nn.Module, state: dict[str, torch.Tensor], source: str = "UER-py checkpoint") -> nn.Module:
     """Load a UER-py state dict into a uer-ray model built for it."""
     own = model.state_dict()
-    table = {uer_py_key(k): k for k in own}
+    table = {uer_py_key(k, _shared(model)): k for k in own}
     renamed = {}
     for key, value in state.items():
         key = _modernize_uer_key(key)
