@@ -43,12 +43,17 @@ class TargetConfig(ComponentConfig):
     weight: float = Field(1.0, gt=0)
 
 
-def _component_validator(registry: Registry):
+def _component_validator(registry: Registry, default: str | None = None):
+    """``name`` or ``{name: ..., options}`` -> the named component's ``Config``; a mapping without a name (e.g. from
+    ``--set model.encoder.layers_num=4``) means the default component."""
+
     def pick(value: Any) -> Any:
         if isinstance(value, str):
             value = {"name": value}
         elif isinstance(value, BaseModel):
             value = value.model_dump()
+        if isinstance(value, dict) and "name" not in value and default:
+            value = {"name": default, **value}
         if not isinstance(value, dict) or "name" not in value:
             raise ValueError(f"expected a {registry.kind} name or a mapping with a 'name' key")
         return getattr(registry.get(value["name"]), "Config", ComponentConfig).model_validate(value)
@@ -80,10 +85,10 @@ def _component(registry: Registry, default: str):
 
 
 Tokenizer = Annotated[SerializeAsAny[ComponentConfig], _component_validator(TOKENIZERS)]
-Processor = Annotated[SerializeAsAny[ComponentConfig], _component_validator(PROCESSORS)]
-Encoder = Annotated[SerializeAsAny[ComponentConfig], _component_validator(ENCODERS)]
+Processor = Annotated[SerializeAsAny[ComponentConfig], _component_validator(PROCESSORS, "bert")]
+Encoder = Annotated[SerializeAsAny[ComponentConfig], _component_validator(ENCODERS, "transformer")]
 Subencoder = Annotated[SerializeAsAny[ComponentConfig], _component_validator(SUBENCODERS)]
-Task = Annotated[SerializeAsAny[ComponentConfig], _component_validator(TASKS)]
+Task = Annotated[SerializeAsAny[ComponentConfig], _component_validator(TASKS, "classification")]
 Targets = Annotated[dict[str, SerializeAsAny[TargetConfig]], BeforeValidator(_targets_validator)]
 
 
@@ -125,7 +130,10 @@ class ModelConfig(StrictModel):
             if not path.is_file():
                 raise ValueError(f"uer_config file not found: {path}")
             imported = model_fields_from_uer_json(json.loads(path.read_text()), source=str(path))
+            explicit_targets = data.get("targets")
             data = _deep_merge(imported, data)
+            if explicit_targets is not None:  # a target set is replaced, not merged
+                data["targets"] = explicit_targets
         return data
 
     @model_validator(mode="after")

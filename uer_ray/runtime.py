@@ -5,7 +5,7 @@ import os
 
 # Ray Train V2's controller polls workers at this interval and every ray.train.report waits for a poll:
 # the 2 s default costs 2 s a report. Users may still override it in their environment.
-DEFAULT_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
+DEFAULT_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
 FORWARDED_ENV = ("WANDB_MODE", "WANDB_API_KEY", "WANDB_DIR", "WANDB_SILENT", "PYTHONPATH")
 
 

@@ -16,7 +16,7 @@ from pydantic import Field
 from torch import nn
 
 from uer_ray.config import ComponentConfig
-from uer_ray.models.model import Backbone
+from uer_ray.models.model import Backbone, init_weights
 from uer_ray.registry import TASKS
 
 
@@ -78,6 +78,7 @@ class ClassifierModel(Backbone):
         self.pooling = pooling
         self.output_layer_1 = nn.Linear(model_cfg.hidden_size, model_cfg.hidden_size)
         self.output_layer_2 = nn.Linear(model_cfg.hidden_size, labels_num)
+        self.apply(init_weights)
 
     def forward(self, src: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         hidden = self.encode(src, seg)
@@ -143,7 +144,7 @@ class Classification(Task):
         logits = model(batch["src"], batch["seg"])
         loss = F.cross_entropy(logits, batch["label"])
         correct = (logits.argmax(-1) == batch["label"]).sum()
-        return loss, {"loss": float(loss) * len(logits), "correct": float(correct), "count": float(len(logits))}
+        return loss, {"loss": float(loss.detach()) * len(logits), "correct": float(correct), "count": float(len(logits))}
 
     def predict(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
         probs = torch.softmax(model(batch["src"], batch["seg"]), -1)

@@ -19,6 +19,14 @@ def set_layernorm_eps(module: nn.Module, eps: float | None) -> None:
             sub.eps = eps
 
 
+def init_weights(module: nn.Module) -> None:
+    """BERT's initialisation (normal, std 0.02): PyTorch's N(0, 1) embeddings give huge tied-output logits."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
 class Backbone(nn.Module):
     """Embedding + encoder: what pre-training and fine-tuning share (weights named ``embedding.*``, ``encoder.*``)."""
 
@@ -43,6 +51,7 @@ class UERModel(Backbone):
             {name: TARGETS.get(name)(cfg, target_cfg, self.embedding) for name, target_cfg in cfg.targets.items()}
         )
         self.weights = {name: target_cfg.weight for name, target_cfg in cfg.targets.items()}
+        self.apply(init_weights)
         set_layernorm_eps(self, getattr(cfg, "layernorm_eps", None))
 
     def target_logits(self, name: str, hidden: torch.Tensor) -> torch.Tensor:

@@ -100,10 +100,11 @@ def check_dataset(job) -> dict:
     return manifest
 
 
-def pretrain(job, progress=print) -> ray.train.Result:
+def pretrain(job, name: str = "pretrain", progress=print) -> ray.train.Result:
+    """``name`` is the Ray Train run inside the job's run directory: re-running it resumes."""
     check_dataset(job)
     dataset = ray.data.read_parquet(str(job.dataset_dir), file_extensions=["parquet"])
-    return fit(job, PretrainStage, "pretrain", {"train": dataset}, keep=job.train.keep_checkpoints, progress=progress)
+    return fit(job, PretrainStage, name, {"train": dataset}, keep=job.train.keep_checkpoints, progress=progress)
 
 
 def latest_checkpoint(result: ray.train.Result) -> Path:
