@@ -39,6 +39,18 @@ _INT8_COLUMNS = ("word_start",)
 _LIST_COLUMNS = ("src", "seg", "tgt_mlm", "tgt_seq2seq")
 
 
+def encode_batch(tokenizer, texts: list[str]) -> list[list[int]]:
+    """``tokenizer.encode_batch``, through Hugging Face's ``encode_batch_fast`` (no offsets: same ids, ~1.4x faster)
+    when the tokenizer runs on the ``tokenizers`` library."""
+    hf = getattr(tokenizer, "_tok", None)
+    if hf is not None and hasattr(hf, "encode_batch_fast") and type(tokenizer).__name__ == "BertTokenizer":
+        try:
+            return [e.ids for e in hf.encode_batch_fast(texts, add_special_tokens=False)]
+        except (TypeError, UnicodeError):
+            pass  # lone surrogates: the tokenizer's own path drops them
+    return tokenizer.encode_batch(texts)
+
+
 def _columns_to_table(columns: dict[str, list]) -> pa.Table:
     fields = []
     for key in columns:
@@ -70,7 +82,7 @@ class Processor:
     def encode_docs(self, docs: list[list[str]], wheres: list[str], tokenizer, log: RepairLog) -> tuple[list, dict]:
         """Cleaned documents (lists of lines) -> tokenized documents; a line that tokenizes to nothing is counted."""
         sentences = [s for doc in docs for s in doc]
-        ids = tokenizer.encode_batch(sentences)
+        ids = encode_batch(tokenizer, sentences)
         tokenized, cursor, tokens = [], 0, 0
         for doc, where in zip(docs, wheres):
             kept = []
@@ -153,9 +165,20 @@ class MaskedProcessor(Processor):
 
 def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: np.random.Generator) -> None:
     """Google BERT's rule: trim the longer side, from the front or the back at random."""
-    while len(a) + len(b) > max_tokens:
-        longer = a if len(a) > len(b) else b
-        del longer[0 if rng.random() < 0.5 else -1]
+    la, lb = len(a), len(b)
+    if la + lb <= max_tokens:
+        return
+    cut = {"a": [0, 0], "b": [0, 0]}  # tokens cut from the front / the back
+    while la + lb > max_tokens:
+        side = "a" if la > lb else "b"
+        cut[side][0 if rng.random() < 0.5 else 1] += 1
+        if side == "a":
+            la -= 1
+        else:
+            lb -= 1
+    for seq, (front, back) in ((a, cut["a"]), (b, cut["b"])):
+        if front or back:
+            seq[:] = seq[front : len(seq) - back]
 
 
 @PROCESSORS.register("bert")
@@ -381,7 +404,7 @@ class ClsProcessor(Processor):
             labels.append(value)
             texts.append(text)
             text_wheres.append(where)
-        ids = tokenizer.encode_batch(texts)
+        ids = encode_batch(tokenizer, texts)
         kept = []
         for label, sentence_ids, where in zip(labels, ids, text_wheres):
             if sentence_ids:
@@ -433,8 +456,8 @@ class MtProcessor(Processor):
             sources.append(parts[0])
             targets.append(parts[1])
             pair_wheres.append(where)
-        src_ids = tokenizer.encode_batch(sources)
-        tgt_ids = (self.tgt_tokenizer or tokenizer).encode_batch(targets)
+        src_ids = encode_batch(tokenizer, sources)
+        tgt_ids = encode_batch(self.tgt_tokenizer or tokenizer, targets)
         kept = []
         for s, t, where in zip(src_ids, tgt_ids, pair_wheres):
             if s and t:
