@@ -228,7 +228,7 @@ class JobConfig(StrictModel):
                 f"it feeds: {', '.join(sorted(feeds))}"
             )
         seq_length = getattr(self.data.processor, "seq_length", None)
-        if seq_length and seq_length > self.model.max_seq_length:
+        if self.data.corpus and seq_length and seq_length > self.model.max_seq_length:
             raise ValueError(
                 f"data.processor.seq_length {seq_length} exceeds model.max_seq_length {self.model.max_seq_length}"
             )

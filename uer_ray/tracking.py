@@ -42,7 +42,7 @@ class Tracker:
                 dir=str(directory),
                 mode=self.mode,
                 reinit="create_new",
-                settings=wandb.Settings(init_timeout=60, silent=True),
+                settings=wandb.Settings(init_timeout=60, silent=True, console="off"),
             )
         except Exception as exc:  # W&B must never stop training
             log.warning("W&B disabled: %s", exc)
