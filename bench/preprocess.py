@@ -79,6 +79,7 @@ def run_once(processor: str, corpus: Path, args, out_dir: Path) -> dict:
     proc = subprocess.Popen([sys.executable, "-c", RUNNER, json.dumps(spec)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE if not args.verbose else None, text=True)
     peak = [0]
+    cpu: dict[int, float] = {}  # pid -> latest user+sys seconds (processes of the tree, while alive)
     done = threading.Event()
 
     def sample():
@@ -90,6 +91,8 @@ def run_once(processor: str, corpus: Path, args, out_dir: Path) -> dict:
                 for p in procs:
                     try:
                         total += p.memory_info().rss
+                        times = p.cpu_times()
+                        cpu[p.pid] = times.user + times.system
                     except psutil.Error:
                         pass
                 peak[0] = max(peak[0], total)
@@ -110,7 +113,8 @@ def run_once(processor: str, corpus: Path, args, out_dir: Path) -> dict:
     return {"processor": processor, "seq": args.seq, "corpus_mb": round(mb, 1), "wall_s": round(seconds, 1),
             "stage_s": manifest["seconds"], "mb_per_s": round(mb / seconds, 2),
             "tokens_per_s": round(manifest["tokens"] / seconds), "instances": manifest["instances"],
-            "peak_rss_gb": round(peak[0] / 2**30, 2), "actors": args.actors, "actor_cpus": args.cpus,
+            "peak_rss_gb": round(peak[0] / 2**30, 2), "cpu_s": round(sum(cpu.values()), 1),
+            "mb_per_cpu_s": round(mb / max(sum(cpu.values()), 1e-9), 2), "actors": args.actors, "actor_cpus": args.cpus,
             "chunk_mb": args.chunk_mb}
 
 
@@ -119,7 +123,7 @@ def main(argv=None) -> None:
     parser.add_argument("--processor", nargs="+", default=["bert", "mlm"], choices=sorted(CORPUS))
     parser.add_argument("--mb", nargs="+", type=float, default=[39.0])
     parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--actors", type=int, default=1)
+    parser.add_argument("--actors", type=int, default=2)
     parser.add_argument("--cpus", type=float, default=0.5)
     parser.add_argument("--chunk-mb", type=float, default=8.0)
     parser.add_argument("--tmp", default=None, help="folder for the generated corpora and outputs")

