@@ -344,9 +344,10 @@ class Seq2seqTarget(Target):
         if cls.column not in table.column_names:
             raise KeyError(f"target 'seq2seq' needs column '{cls.column}', absent from the dataset")
         tgt = column_array(table, cls.column, IGNORE)
-        decoder_in = tgt[:, :-1]
-        batch[cls.input_column] = np.where(decoder_in == IGNORE, vocab.pad_id, decoder_in)
-        batch[cls.column] = tgt[:, 1:].copy()
+        labels = tgt[:, 1:].copy()
+        # The decoder reads y[:-1]: the final [SEP] of a shorter row is input to nothing, so it becomes padding too.
+        batch[cls.input_column] = np.where(labels == IGNORE, vocab.pad_id, tgt[:, :-1])
+        batch[cls.column] = labels
 
     def __init__(self, model_cfg, target_cfg, embedding):
         super().__init__()
