@@ -56,7 +56,7 @@ class PretrainStage(Stage):
 
     def step(self, model, batch):
         out = model(batch)
-        stats = {"batches": 1.0, "loss": float(out["loss"])}
+        stats = {"batches": 1.0, "loss": float(out["loss"].detach())}
         for name in self.job.model.targets:
             stats[f"{name}_loss"] = float(out[f"{name}_loss"])
             stats[f"{name}_correct"] = float(out[f"{name}_correct"])

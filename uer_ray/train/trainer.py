@@ -1,6 +1,8 @@
 """Building and running the ``TorchTrainer`` shared by pre-training and fine-tuning."""
 from __future__ import annotations
 
+import threading
+
 import ray.train
 from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -31,4 +33,24 @@ def fit(
         datasets=datasets,
     )
     progress(f"{name}: {run.num_workers} worker(s) x {run.cpus_per_worker} CPU{' + 1 GPU' if run.use_gpu else ''}")
-    return trainer.fit()
+    return _fit_interruptibly(trainer)
+
+
+def _fit_interruptibly(trainer: TorchTrainer) -> ray.train.Result:
+    """Run ``fit`` off the main thread so Ctrl-C reaches us as KeyboardInterrupt (Ray's own handler would exit the
+    process with status 1 and no word on resuming). The run's registered checkpoints stay for the resume."""
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as exc:  # re-raised in the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="uer-ray-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(timeout=0.5)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
