@@ -86,6 +86,8 @@ class InstanceBuilder:
         gc.disable()  # millions of short-lived lists: the cyclic collector would cost ~10-20% for nothing
         try:
             docs = read_chunk(chunk, self.processor.layout, self.max_line_bytes, log, wheres)
+            # Early progress (fire and forget): lines and MB read show up before the chunk is tokenized.
+            self.collector.add.remote({}, {"lines": sum(len(d) for d in docs), "bytes_read": chunk["end"] - chunk["start"]})
             rng = np.random.default_rng([self.seed, chunk["index"]])
             table, totals = self.processor.process(docs, wheres, self.tokenizer, rng, log)
         except Exception as exc:  # nothing crashes a worker: the chunk is skipped and named in the manifest
@@ -93,7 +95,7 @@ class InstanceBuilder:
             table, totals = self.processor.build([], np.random.default_rng(0)), {}
         finally:
             gc.enable()
-        totals = {**totals, "lines": sum(len(d) for d in docs),
+        totals = {**totals,
                   "bytes_done": chunk["end"] - chunk["start"], "chunks_done": 1, "instances": table.num_rows}
         ray.get(self.collector.add.remote(log.to_dict(), totals))
         return table.append_column("chunk", pa.array([chunk["index"]] * table.num_rows, pa.int32()))
@@ -214,7 +216,8 @@ def _progress_loop(collector, total_bytes: int, started: float, stop: threading.
         elapsed = max(time.time() - started, 1e-9)
         mb = done.get("bytes_done", 0) / 2**20
         progress(
-            f"preprocess: {mb:.1f}/{total_bytes / 2**20:.1f} MB, {done.get('lines', 0):,} lines, "
+            f"preprocess: read {done.get('bytes_read', 0) / 2**20:.1f} MB, {done.get('lines', 0):,} lines; built "
+            f"{mb:.1f}/{total_bytes / 2**20:.1f} MB, "
             f"{done.get('instances', 0):,} instances, {mb / elapsed:.2f} MB/s, "
             f"{done.get('tokens', 0) / elapsed:,.0f} tokens/s, {elapsed:.0f}s"
         )
@@ -297,7 +300,7 @@ def preprocess(job, progress=print, stats: bool = False, progress_every: float =
         tgt.vocab.save(out_dir / TGT_VOCAB)
         extra = {"tgt_tokenizer": tgt.fingerprint, "tgt_vocab_size": tgt.vocab_size}
     seconds = time.time() - started
-    for key in ("bytes_done", "chunks_done", "instances"):
+    for key in ("bytes_done", "bytes_read", "chunks_done", "instances"):
         totals.pop(key, None)
     manifest = {
         "processor": job.data.processor.model_dump(mode="json"),
