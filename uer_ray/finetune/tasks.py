@@ -73,8 +73,8 @@ class Task:
 class ClassifierModel(Backbone):
     """Encoder + pooling + two-layer head (UER-py's classifier)."""
 
-    def __init__(self, model_cfg, labels_num: int, pooling: str):
-        super().__init__(model_cfg)
+    def __init__(self, model_cfg, labels_num: int, pooling: str, vocab=None):
+        super().__init__(model_cfg, vocab)
         self.pooling = pooling
         self.output_layer_1 = nn.Linear(model_cfg.hidden_size, model_cfg.hidden_size)
         self.output_layer_2 = nn.Linear(model_cfg.hidden_size, labels_num)
@@ -138,7 +138,7 @@ class Classification(Task):
         return self.cfg.labels_num or max(2, int(labels.max()) + 1)
 
     def build_model(self, model_cfg) -> nn.Module:
-        return ClassifierModel(model_cfg, self.cfg.labels_num, self.cfg.pooling)
+        return ClassifierModel(model_cfg, self.cfg.labels_num, self.cfg.pooling, self.tokenizer.vocab)
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         logits = model(batch["src"], batch["seg"])

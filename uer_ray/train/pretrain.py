@@ -37,7 +37,7 @@ class PretrainStage(Stage):
         return self.job.train.report_every
 
     def build_model(self):
-        return build_model(self.job.model)
+        return build_model(self.job.model, self._vocab)
 
     def initialise(self, model) -> None:
         if self.job.train.init_from:  # further pre-training: heads absent from the source start fresh
