@@ -25,11 +25,14 @@ def column_array(table: pa.Table, name: str, pad_value: int) -> np.ndarray:
     return column.to_numpy().astype(np.int64)
 
 
-def collate_instances(table: pa.Table, targets: dict, vocab, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-    """Inputs plus each target's labels; targets build their own labels (e.g. dynamic MLM masks) from the batch."""
+def collate_instances(
+    table: pa.Table, targets: dict, vocab, rng: np.random.Generator, data: dict | None = None
+) -> dict[str, torch.Tensor]:
+    """Inputs plus each target's labels; targets build their own labels (e.g. dynamic MLM masks) from the batch.
+    ``data``: the dataset's processor config (from its manifest), e.g. its masking options."""
     from uer_ray.registry import TARGETS
 
     batch = {"src": column_array(table, "src", vocab.pad_id), "seg": column_array(table, "seg", 0)}
     for name, target_cfg in targets.items():
-        TARGETS.get(name).prepare_labels(batch, table, target_cfg, vocab, rng)
+        TARGETS.get(name).prepare_labels(batch, table, target_cfg, vocab, rng, data=data)
     return {key: torch.from_numpy(value) for key, value in batch.items()}

@@ -38,7 +38,9 @@ class Target(nn.Module):
     column: str  # the batch key holding this target's labels
 
     @classmethod
-    def prepare_labels(cls, batch: dict[str, np.ndarray], table, target_cfg, vocab, rng: np.random.Generator) -> None:
+    def prepare_labels(
+        cls, batch: dict[str, np.ndarray], table, target_cfg, vocab, rng: np.random.Generator, data=None
+    ) -> None:
         """Add this target's labels to a collated numpy batch; by default read from the Parquet column."""
         from uer_ray.data.collate import column_array
 
@@ -59,17 +61,22 @@ class MlmTarget(Target):
 
     column = "tgt_mlm"
 
-    class Config(TargetConfig):
-        mask_prob: float = Field(0.15, gt=0, lt=1)  # used by dynamic masking on the training worker
-
     @classmethod
-    def prepare_labels(cls, batch, table, target_cfg, vocab, rng):
+    def prepare_labels(cls, batch, table, target_cfg, vocab, rng, data=None):
+        """Dynamic masking with the dataset's masking options (``data``: its processor config); one place decides
+        how masks are drawn, whether at preprocessing (static) or here (dynamic)."""
         if cls.column in table.column_names:  # static masks made at preprocessing time
             return super().prepare_labels(batch, table, target_cfg, vocab, rng)
+        from uer_ray.data.collate import column_array
+
+        data = data or {}
         specials = [vocab.pad_id, vocab.unk_id, vocab.cls_id, vocab.sep_id, vocab.mask_id]
         maskable = (batch["seg"] > 0) & ~np.isin(batch["src"], specials)
+        word_start = column_array(table, "word_start", 1) if "word_start" in table.column_names else None
         batch["src"], batch[cls.column] = mask_tokens(
-            batch["src"], maskable, vocab.mask_id, len(vocab), rng, target_cfg.mask_prob
+            batch["src"], maskable, vocab.mask_id, len(vocab), rng,
+            prob=data.get("mask_prob", 0.15), strategy=data.get("masking_strategy", "token"),
+            word_start=word_start, span_p=data.get("span_p", 0.2), span_max=data.get("span_max", 10),
         )
 
     def __init__(self, model_cfg, target_cfg, embedding):
@@ -204,7 +211,7 @@ class LmTarget(Target):
         _check_tie(model_cfg, "lm")
 
     @classmethod
-    def prepare_labels(cls, batch, table, target_cfg, vocab, rng):
+    def prepare_labels(cls, batch, table, target_cfg, vocab, rng, data=None):
         batch[cls.column] = _shift_labels(batch["src"], batch["seg"], +1)
 
     def __init__(self, model_cfg, target_cfg, embedding):
@@ -229,7 +236,7 @@ class AeTarget(LmTarget):
         _check_tie(model_cfg, "ae")
 
     @classmethod
-    def prepare_labels(cls, batch, table, target_cfg, vocab, rng):
+    def prepare_labels(cls, batch, table, target_cfg, vocab, rng, data=None):
         batch[cls.column] = np.where(batch["seg"] > 0, batch["src"], IGNORE)
 
 
@@ -253,7 +260,7 @@ class BilmTarget(Target):
             )
 
     @classmethod
-    def prepare_labels(cls, batch, table, target_cfg, vocab, rng):
+    def prepare_labels(cls, batch, table, target_cfg, vocab, rng, data=None):
         batch[cls.column] = _shift_labels(batch["src"], batch["seg"], +1)
         batch[cls.backward_column] = _shift_labels(batch["src"], batch["seg"], -1)
 
@@ -338,7 +345,7 @@ class Seq2seqTarget(Target):
             raise ValueError("seq2seq share_embedding needs tgt_vocab_size == vocab_size")
 
     @classmethod
-    def prepare_labels(cls, batch, table, target_cfg, vocab, rng):
+    def prepare_labels(cls, batch, table, target_cfg, vocab, rng, data=None):
         from uer_ray.data.collate import column_array
 
         if cls.column not in table.column_names:

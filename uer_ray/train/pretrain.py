@@ -22,6 +22,7 @@ class PretrainStage(Stage):
     def __init__(self, job, rank, world_size):
         super().__init__(job, rank, world_size)
         self._vocab = Vocab.load(job.dataset_dir / VOCAB)
+        self.data_options = read_manifest(job.dataset_dir)["processor"]  # e.g. the masking options
         self.shard = ray.train.get_dataset_shard("train")
 
     @property
@@ -52,7 +53,7 @@ class PretrainStage(Stage):
             if index >= skip:
                 # Seeded by (seed, rank, epoch, batch): dynamic masks differ every epoch and survive a resume.
                 rng = np.random.default_rng([self.job.train.seed, self.rank, epoch, index])
-                yield collate_instances(table, self.job.model.targets, self._vocab, rng)
+                yield collate_instances(table, self.job.model.targets, self._vocab, rng, self.data_options)
 
     def step(self, model, batch):
         out = model(batch)
