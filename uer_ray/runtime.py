@@ -27,4 +27,5 @@ def init_ray(run_cfg, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env})
+        # The dashboard serves the State API that Ray Train's placement-group cleaner polls; without it, it spams.
+        ray.init(address="local", num_cpus=num_cpus, runtime_env={"env_vars": env})
