@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-DATA = "/work/shared/data/uer"
+DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "uer")
 
 
 def slow_bert_tokenizer(vocab_path: str, do_lower_case: bool):

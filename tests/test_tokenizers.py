@@ -25,13 +25,11 @@ from uer_ray.tokenizers import (
     build_vocab,
 )
 
-DATA = Path("/work/shared/data/uer")
+from conftest import DATA
 ZH_VOCAB = DATA / "models" / "google_zh_vocab.txt"
 EN_VOCAB = DATA / "models" / "google_uncased_en_vocab.txt"
 SPM_MODEL = DATA / "models" / "cluecorpussmall_spm.model"
 CORPUS = DATA / "corpora" / "CLUECorpusSmall_sampled.txt"
-
-pytestmark = pytest.mark.skipif(not ZH_VOCAB.exists(), reason="reference data /work/shared/data/uer missing")
 
 BLANK_INPUTS = ["", " ", "\t\n\r ", "\u3000"]
 ODD_INPUTS = ["\u2028\x85 ", "\x00\x01\x02", "\u200b\ufeff", "\ufffd", "\x7f", "a\x00b\x1fc\ud800d \u2028 e\u0301 [UNK]", "\udcff"]
@@ -179,7 +177,6 @@ def test_bert_keeps_special_tokens_whole_and_adds_none(bert_en):
 
 
 def test_bert_agrees_with_transformers_slow_tokenizer(zh_vocab):
-    pytest.importorskip("transformers")
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
