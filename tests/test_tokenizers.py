@@ -25,7 +25,7 @@ from uer_ray.tokenizers import (
     build_vocab,
 )
 
-from conftest import DATA
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "uer"  # the reference data beside the checkout
 ZH_VOCAB = DATA / "models" / "google_zh_vocab.txt"
 EN_VOCAB = DATA / "models" / "google_uncased_en_vocab.txt"
 SPM_MODEL = DATA / "models" / "cluecorpussmall_spm.model"
