@@ -6,6 +6,7 @@ line naming the problem.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -186,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Ctrl-C must stop a run even when our parent left SIGINT ignored (e.g. a job started in the background).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.time()
     try:
         args.func(args)
