@@ -100,9 +100,9 @@ def cmd_finetune(args) -> None:
         _require_tokenizer(job)
     from uer_ray.finetune.finetune import finetune, prepare
 
-    prepare(job.model_copy(deep=True))  # reads and checks every data file before Ray starts
+    prepared = prepare(job)  # reads and checks every data file before Ray starts
     _start_ray(job)
-    finetune(job)
+    finetune(job, prepared)
 
 
 def cmd_infer(args) -> None:

@@ -303,41 +303,44 @@ def _pack(docs, cls: int, sep: int, seq_length: int, wrap_documents: bool) -> li
     return [[cls, *stream[i : i + body], sep] for i in range(0, len(stream), body) if len(stream[i : i + body]) > 1]
 
 
+class PackedConfig(ComponentConfig):
+    layout: Literal["line", "paragraph"] = "line"
+
+
+class Packed:
+    """Rows cut from the corpus read as one token stream (``_pack``), in either layout."""
+
+    wrap_documents = False
+
+    def __init__(self, cfg, vocab):
+        super().__init__(cfg, vocab)
+        self.layout = cfg.layout
+
+    def instances(self, docs, rng):
+        src = _pack(docs, self.vocab.cls_id, self.vocab.sep_id, self.cfg.seq_length, self.wrap_documents)
+        return {"src": src, "seg": [[1] * len(s) for s in src]}
+
+
 @PROCESSORS.register("mlm")
-class MlmProcessor(MaskedProcessor):
+class MlmProcessor(Packed, MaskedProcessor):
     """Packed full sentences for MLM only (RoBERTa): documents joined with [SEP], cut into seq_length pieces."""
 
     feeds = ("mlm",)
 
-    class Config(MaskedProcessor.Config):
-        layout: Literal["line", "paragraph"] = "line"
-
-    def __init__(self, cfg, vocab):
-        super().__init__(cfg, vocab)
-        self.layout = cfg.layout
-
-    def instances(self, docs, rng):
-        src = _pack(docs, self.vocab.cls_id, self.vocab.sep_id, self.cfg.seq_length, wrap_documents=False)
-        return {"src": src, "seg": [[1] * len(s) for s in src]}
+    class Config(MaskedProcessor.Config, PackedConfig):
+        pass
 
 
 @PROCESSORS.register("lm")
-class LmProcessor(Processor):
+class LmProcessor(Packed, Processor):
     """Packed causal LM (GPT): every document as [CLS] tokens [SEP], concatenated and cut into seq_length rows.
     Only src/seg: the lm target predicts src[t + 1] from src[..t]."""
 
     feeds = ("lm",)
+    wrap_documents = True
 
-    class Config(Processor.Config):
-        layout: Literal["line", "paragraph"] = "line"
-
-    def __init__(self, cfg, vocab):
-        super().__init__(cfg, vocab)
-        self.layout = cfg.layout
-
-    def instances(self, docs, rng):
-        src = _pack(docs, self.vocab.cls_id, self.vocab.sep_id, self.cfg.seq_length, wrap_documents=True)
-        return {"src": src, "seg": [[1] * len(s) for s in src]}
+    class Config(Processor.Config, PackedConfig):
+        pass
 
 
 @PROCESSORS.register("bilm")

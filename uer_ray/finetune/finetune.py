@@ -142,9 +142,10 @@ def prepare(job):
     return task, tables
 
 
-def finetune(job, progress=print) -> dict:
-    """Fine-tune, keep the best dev checkpoint in ``<finetune_dir>/best``, return the final metrics."""
-    task, tables = prepare(job)
+def finetune(job, prepared: tuple | None = None, progress=print) -> dict:
+    """Fine-tune, keep the best dev checkpoint in ``<finetune_dir>/best``, return the final metrics.
+    ``prepared``: what ``prepare(job)`` returned, when the caller already read the data."""
+    _, tables = prepared or prepare(job)
     datasets = {split: ray.data.from_arrow(table) for split, table in tables.items()}
     result = fit(
         job, FinetuneStage, "finetune", datasets, keep=1, progress=progress,
