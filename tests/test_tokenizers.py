@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 from pathlib import Path
 
+import numpy as np
 import pydantic
 import pytest
 
@@ -188,6 +189,38 @@ def test_bert_agrees_with_transformers_slow_tokenizer(zh_vocab):
         lines = [next(f).rstrip("\n") for _ in range(300)]
     mismatches = compare(lines, str(ZH_VOCAB), do_lower_case=True)
     assert mismatches == []
+
+
+# Characters around the vectorised path's boundaries: CJK (compatibility forms too), punctuation, combining marks
+# that compose with the character before them under NFC, control characters between the two, special tokens written
+# in the text, lone surrogates, Greek final sigma, full-width forms.
+FUZZ_ALPHABET = list(
+    "中文字，。！？、（）[]MASK abcXYZ123١٢\t\n\r\x00\x01\ufffd\u0301\u0338=<>éÉΣσςİıﬁ①Ａａ\u3000\u00a0\u200b\ud800"
+    "豈\U00020000\U0002F800가\u1100\u1161한\u0e01\u0e31"
+) + ["[MASK]", "[UNK]", "[SEP]", "##", "ing", "un", "aff", "able"]
+
+
+@pytest.mark.parametrize("lower", [True, False], ids=["uncased", "cased"])
+def test_bert_vectorised_path_equals_compiled_pipeline(zh_vocab, lower):
+    import random
+
+    tok = BertTokenizer(zh_vocab, do_lower_case=lower)
+    rng = random.Random(0)
+    fuzz = ["".join(rng.choice(FUZZ_ALPHABET) for _ in range(rng.randint(0, 30))) for _ in range(5000)]
+    corpus = CORPUS.read_text(encoding="utf-8").splitlines()
+    for texts in (corpus, fuzz):
+        assert tok.encode_batch(texts) == tok._hf_encode_batch(texts)
+    ids, offsets = tok.encode_flat(corpus)
+    assert ids.dtype == np.int32 and offsets[-1] == len(ids) and len(offsets) == len(corpus) + 1
+
+
+def test_char_vectorised_path_equals_tokenize(small_vocab_file):
+    import random
+
+    tok = CharTokenizer.from_config(CharTokenizer.Config(name="char", vocab_path=small_vocab_file))
+    rng = random.Random(0)
+    texts = ["".join(rng.choice(FUZZ_ALPHABET + list("ab \u2028\x85")) for _ in range(rng.randint(0, 20))) for _ in range(2000)]
+    assert tok.encode_batch(texts) == [[tok.vocab.token_to_id(t) for t in tok.tokenize(x)] for x in texts]
 
 
 # ----------------------------------------------------------------------------------------------------------------- spm

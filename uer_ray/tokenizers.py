@@ -12,12 +12,16 @@ No tokenizer adds ``[CLS]``/``[SEP]`` itself: the data processors do.
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
+import itertools
 import os
 import re
+import unicodedata
 from functools import cached_property
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
+import numpy as np
 import sentencepiece
 from pydantic import FilePath
 from tokenizers import AddedToken
@@ -192,6 +196,12 @@ class Tokenizer:
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [self.encode(t) for t in texts]
 
+    def encode_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """All texts at once as one int32 id array plus int64 ``offsets`` (``len(texts) + 1``): text ``i`` is
+        ``ids[offsets[i]:offsets[i + 1]]``. The data processors read this form; tokenizers with a vectorised path
+        override it."""
+        return flatten_ids(self.encode_batch(texts))
+
     def decode(self, ids: Iterable[int]) -> list[str]:
         return [self.vocab.id_to_token(i) for i in ids]
 
@@ -232,6 +242,60 @@ def _drop_surrogates(texts: list[str]) -> list[str]:
     return [_SURROGATES.sub("", t) for t in texts]
 
 
+def flatten_ids(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged id lists -> (int32 ids, int64 offsets)."""
+    offsets = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, rows), np.int64, len(rows)), out=offsets[1:])
+    return np.fromiter(itertools.chain.from_iterable(rows), np.int32, int(offsets[-1])), offsets
+
+
+def split_ids(ids: np.ndarray, offsets: np.ndarray) -> list[list[int]]:
+    """The inverse of :func:`flatten_ids`."""
+    flat = ids.tolist()
+    bounds = offsets.tolist()
+    return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _codepoints(texts: Sequence[str]) -> tuple[str, np.ndarray, np.ndarray]:
+    """Texts joined by "\\n", that string's code points (lone surrogates kept as code points) and each text's start
+    in it (``len(texts) + 1`` entries; the last is the end + 1)."""
+    texts = [_check_text(t) for t in texts]
+    joined = "\n".join(texts)
+    cp = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), np.uint32)
+    starts = np.zeros(len(texts) + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)) + 1, out=starts[1:])
+    return joined, cp, starts
+
+
+def _per_text_offsets(positions: np.ndarray, counts: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Offsets of the tokens per text, given each token group's position in the joined string and its size."""
+    text_of = np.searchsorted(starts, positions, side="right") - 1
+    per_text = np.bincount(text_of, weights=counts, minlength=len(starts) - 1)
+    offsets = np.zeros(len(starts), np.int64)
+    np.cumsum(per_text.astype(np.int64), out=offsets[1:])
+    return offsets
+
+
+_UNICODE_SIZE = 0x110000
+
+
+@functools.lru_cache(maxsize=None)
+def _whitespace_table() -> np.ndarray:
+    """``str.isspace`` for every code point (all of them lie below U+3001)."""
+    table = np.zeros(_UNICODE_SIZE, bool)
+    table[[c for c in range(0x3001) if chr(c).isspace()]] = True
+    return table
+
+
+def _char_id_table(vocab: Vocab) -> np.ndarray:
+    """Code point -> id of the one-character token, [UNK] where the vocab has none."""
+    table = np.full(_UNICODE_SIZE, vocab.unk_id, np.int32)
+    for token, i in vocab.token_ids.items():
+        if len(token) == 1:
+            table[ord(token)] = i
+    return table
+
+
 @TOKENIZERS.register("char")
 class CharTokenizer(Tokenizer):
     """Every non-whitespace character is a token; characters not in the vocab become [UNK]."""
@@ -247,6 +311,19 @@ class CharTokenizer(Tokenizer):
     def tokenize(self, text: str) -> list[str]:
         ids = self.vocab.token_ids
         return [c if c in ids else UNK for c in _check_text(text) if not c.isspace()]
+
+    @cached_property
+    def _ids_by_codepoint(self) -> np.ndarray:
+        return _char_id_table(self.vocab)
+
+    def encode_flat(self, texts):
+        _, cp, starts = _codepoints(texts)
+        positions = np.flatnonzero(~_whitespace_table()[cp])
+        ids = self._ids_by_codepoint[cp[positions]]
+        return ids, _per_text_offsets(positions, np.ones(len(positions)), starts)
+
+    def encode_batch(self, texts):
+        return split_ids(*self.encode_flat(texts))
 
 
 @TOKENIZERS.register("space")
@@ -286,23 +363,7 @@ class BertTokenizer(Tokenizer):
         tok = _HFTokenizer(
             _hf_models.WordPiece(dict(vocab.token_ids), unk_token=UNK, max_input_chars_per_word=100)
         )
-        # BERT's BasicTokenizer order as transformers runs it: clean text, space out CJK characters, NFC (e.g. CJK
-        # compatibility ideographs -> unified ones), then lower-case / strip accents.  A single BertNormalizer lacks
-        # the NFC step and disagrees on cased text with NFC-changed characters; hence this three-step sequence.
-        tok.normalizer = _hf_normalizers.Sequence(
-            [
-                _hf_normalizers.BertNormalizer(
-                    clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False
-                ),
-                _hf_normalizers.NFC(),
-                _hf_normalizers.BertNormalizer(
-                    clean_text=False,
-                    handle_chinese_chars=False,
-                    strip_accents=self.strip_accents,
-                    lowercase=self.do_lower_case,
-                ),
-            ]
-        )
+        tok.normalizer = _bert_normalizer(self.do_lower_case, self.strip_accents)
         tok.pre_tokenizer = _hf_pre_tokenizers.BertPreTokenizer()
         tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
         self._tok = tok
@@ -314,26 +375,103 @@ class BertTokenizer(Tokenizer):
     def _options(self) -> dict[str, Any]:
         return {"do_lower_case": self.do_lower_case, "strip_accents": self.strip_accents}
 
-    def _encode(self, text: str):
-        text = _check_text(text)
+    def _hf_encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """The whole text through the compiled pipeline (``encode_batch_fast``: no offsets, same ids)."""
         try:
-            return self._tok.encode(text, add_special_tokens=False)
+            encodings = self._tok.encode_batch_fast(texts, add_special_tokens=False)
         except (TypeError, UnicodeError):
-            return self._tok.encode(_drop_surrogates([text])[0], add_special_tokens=False)
+            encodings = self._tok.encode_batch_fast(_drop_surrogates(texts), add_special_tokens=False)
+        return [e.ids for e in encodings]
 
-    def tokenize(self, text: str) -> list[str]:
-        return self._encode(text).tokens
+    @cached_property
+    def _single_char_words(self) -> tuple[np.ndarray, np.ndarray]:
+        return _bert_kinds(self.do_lower_case, self.strip_accents), _char_id_table(self.vocab)
 
-    def encode(self, text: str) -> list[int]:
-        return self._encode(text).ids
+    def encode_flat(self, texts):
+        """Vectorised BERT tokenization, token-for-token the same as the compiled pipeline.
+
+        A CJK character or a punctuation mark that normalisation leaves unchanged is always a word of its own
+        (BERT spaces out CJK characters and splits punctuation off), so its id is one table lookup; ASCII whitespace
+        only separates words. Only the runs of other characters (Latin words, digits, ...) go through the compiled
+        pipeline, each on its own, which gives the same tokens since a word never spans those boundaries. On Chinese
+        text this is ~5x faster than running the compiled pipeline on everything.
+        """
+        kind, ids_by_codepoint = self._single_char_words
+        joined, cp, starts = _codepoints(texts)
+        kinds = kind[cp]
+        single = kinds == _SINGLE
+        other = kinds == _OTHER
+        # NFC may compose a character with a combining mark after it (control characters between the two are deleted
+        # first): a single-character word followed by any other character stays with the compiled path.
+        single[:-1] &= ~other[1:]
+        other = ~single & (kinds != _SPACE)
+        edges = np.diff(other.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
+        run_starts, run_ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        runs = [joined[a:b] for a, b in zip(run_starts.tolist(), run_ends.tolist())]
+        unique = list(dict.fromkeys(runs))
+        by_run = dict(zip(unique, self._hf_encode_batch(unique)))
+        run_ids, run_offsets = flatten_ids([by_run[r] for r in runs])
+        run_counts = np.diff(run_offsets)
+        # Token groups in text order: one token per single-character word, run_counts[i] for run i.
+        group = single.copy()
+        group[run_starts] = True
+        positions = np.flatnonzero(group)
+        is_run = ~single[positions]
+        counts = np.ones(len(positions), np.int64)
+        counts[is_run] = run_counts
+        group_offsets = np.zeros(len(positions) + 1, np.int64)
+        np.cumsum(counts, out=group_offsets[1:])
+        ids = np.empty(int(group_offsets[-1]), np.int32)
+        ids[group_offsets[:-1][~is_run]] = ids_by_codepoint[cp[positions[~is_run]]]
+        ids[np.repeat(group_offsets[:-1][is_run] - run_offsets[:-1], run_counts) + np.arange(len(run_ids))] = run_ids
+        return ids, _per_text_offsets(positions, counts, starts)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        texts = [_check_text(t) for t in texts]
-        try:
-            encodings = self._tok.encode_batch(texts, add_special_tokens=False)
-        except (TypeError, UnicodeError):
-            encodings = self._tok.encode_batch(_drop_surrogates(texts), add_special_tokens=False)
-        return [e.ids for e in encodings]
+        return split_ids(*self.encode_flat(texts))
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_batch([text])[0]
+
+    def tokenize(self, text: str) -> list[str]:
+        return self.decode(self.encode(text))
+
+
+_OTHER, _SINGLE, _SPACE = 0, 1, 2
+# BERT's _is_chinese_char ranges
+_CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
+               (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+
+
+def _bert_normalizer(lower: bool, strip_accents: bool):
+    # BERT's BasicTokenizer order as transformers runs it: clean text, space out CJK characters, NFC (e.g. CJK
+    # compatibility ideographs -> unified ones), then lower-case / strip accents.  A single BertNormalizer lacks
+    # the NFC step and disagrees on cased text with NFC-changed characters; hence this three-step sequence.
+    return _hf_normalizers.Sequence(
+        [
+            _hf_normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False),
+            _hf_normalizers.NFC(),
+            _hf_normalizers.BertNormalizer(
+                clean_text=False, handle_chinese_chars=False, strip_accents=strip_accents, lowercase=lower
+            ),
+        ]
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _bert_kinds(lower: bool, strip_accents: bool) -> np.ndarray:
+    """Per code point: _SINGLE (a one-character word whatever its neighbours, unchanged by normalisation), _SPACE
+    (ASCII whitespace) or _OTHER. '[' and ']' stay _OTHER so that special tokens written in the text stay whole."""
+    candidates = [c for lo, hi in _CJK_RANGES for c in range(lo, hi + 1)]
+    candidates += [c for c in range(0x20000) if unicodedata.category(chr(c)).startswith("P")]  # none above
+    candidates += list(range(33, 48)) + list(range(58, 65)) + list(range(91, 97)) + list(range(123, 127))
+    normalizer = _bert_normalizer(lower, strip_accents)
+    kinds = np.full(_UNICODE_SIZE, _OTHER, np.uint8)
+    for c in set(candidates) - {ord("["), ord("]")}:
+        char = chr(c)
+        if not unicodedata.category(char).startswith("C") and normalizer.normalize_str(char).strip() == char:
+            kinds[c] = _SINGLE
+    kinds[[ord(c) for c in " \t\n\r"]] = _SPACE
+    return kinds
 
 
 @TOKENIZERS.register("spm")
