@@ -2,7 +2,10 @@
 
 The reference corpus is repeated into a temp file of the requested size; each run is the whole command in a fresh
 Python process (Ray start-up included); the peak resident memory is the sum of RSS over the process tree (driver,
-GCS, raylet and every Ray worker), sampled every 0.2 s by a thread. One line per run::
+GCS, raylet and every Ray worker), sampled every 0.2 s by a thread. Two sums are printed: ``peak_rss_gb`` counts
+pages shared between processes (libraries, the object store's shared memory) once per process that maps them, so it
+overstates; ``peak_pss_gb`` (proportional set size: a shared page is split between the processes sharing it) is the
+memory the job really holds. ``--breakdown`` adds the largest processes at the PSS peak. One line per run::
 
     .venv/bin/python bench/preprocess.py --processor bert mlm --mb 39
     .venv/bin/python bench/preprocess.py --processor bert --mb 500 2048
@@ -52,17 +55,6 @@ def make_corpus(processor: str, mb: float, directory: Path) -> Path:
     return path
 
 
-RUNNER = r"""
-import json, sys
-from uer_ray.config import build_config
-from uer_ray.data.preprocess import preprocess
-spec = json.loads(sys.argv[1])
-job = build_config(spec)
-manifest = preprocess(job, progress=lambda m: print(m, file=sys.stderr, flush=True))
-print(json.dumps({k: manifest.get(k) for k in ("instances", "tokens", "corpus_bytes", "seconds", "lines")}))
-"""
-
-
 def run_once(processor: str, corpus: Path, args, out_dir: Path) -> dict:
     psutil = _psutil()
     targets = {"mlm": 1.0, "sp": 1.0} if processor == "bert" else {"mlm": 1.0}
@@ -74,12 +66,20 @@ def run_once(processor: str, corpus: Path, args, out_dir: Path) -> dict:
         "model": {"targets": targets},
         "run": {"name": "bench", "storage_path": str(out_dir.parent)},
     }
+    spec_path = out_dir.parent / f"{out_dir.name}.yaml"
+    spec_path.parent.mkdir(parents=True, exist_ok=True)
+    spec_path.write_text(json.dumps(spec))  # JSON is YAML
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_DEDUP_LOGS": "1"}
     started = time.time()
-    proc = subprocess.Popen([sys.executable, "-c", RUNNER, json.dumps(spec)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE if not args.verbose else None, text=True)
+    # The whole user command, Ray's start-up and shut-down included.
+    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "preprocess", "--config", str(spec_path)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE if not args.verbose else None,
+                            stderr=subprocess.STDOUT, text=True)
     peak = [0]
+    peak_pss = [0]
+    breakdown: list = []
     cpu: dict[int, float] = {}  # pid -> latest user+sys seconds (processes of the tree, while alive)
+    names: dict[int, str] = {}
     done = threading.Event()
 
     def sample():
@@ -87,15 +87,23 @@ def run_once(processor: str, corpus: Path, args, out_dir: Path) -> dict:
         while not done.is_set():
             try:
                 procs = [root, *root.children(recursive=True)]
-                total = 0
+                total = total_pss = 0
+                sizes = []
                 for p in procs:
                     try:
-                        total += p.memory_info().rss
+                        info = p.memory_full_info()
+                        total += info.rss
+                        total_pss += info.pss
+                        names.setdefault(p.pid, " ".join(p.cmdline()[:3])[-60:])
+                        sizes.append((info.pss, names[p.pid]))
                         times = p.cpu_times()
                         cpu[p.pid] = times.user + times.system
                     except psutil.Error:
                         pass
                 peak[0] = max(peak[0], total)
+                if total_pss > peak_pss[0]:
+                    peak_pss[0] = total_pss
+                    breakdown[:] = sorted(sizes, reverse=True)
             except psutil.Error:
                 pass
             done.wait(0.2)
@@ -107,15 +115,18 @@ def run_once(processor: str, corpus: Path, args, out_dir: Path) -> dict:
     done.set()
     sampler.join()
     if proc.returncode != 0:
-        raise SystemExit(f"preprocess failed ({proc.returncode}):\n{(stderr or '')[-3000:]}")
-    manifest = json.loads(stdout.strip().splitlines()[-1])
+        raise SystemExit(f"preprocess failed ({proc.returncode}):\n{(stdout or '')[-3000:]}")
+    manifest = json.loads((out_dir / "manifest.json").read_text())
     mb = manifest["corpus_bytes"] / 2**20
     return {"processor": processor, "seq": args.seq, "corpus_mb": round(mb, 1), "wall_s": round(seconds, 1),
             "stage_s": manifest["seconds"], "mb_per_s": round(mb / seconds, 2),
             "tokens_per_s": round(manifest["tokens"] / seconds), "instances": manifest["instances"],
-            "peak_rss_gb": round(peak[0] / 2**30, 2), "cpu_s": round(sum(cpu.values()), 1),
+            "peak_rss_gb": round(peak[0] / 2**30, 2), "peak_pss_gb": round(peak_pss[0] / 2**30, 2), "cpu_s": round(sum(cpu.values()), 1),
             "mb_per_cpu_s": round(mb / max(sum(cpu.values()), 1e-9), 2), "actors": args.actors, "actor_cpus": args.cpus,
-            "chunk_mb": args.chunk_mb}
+            "chunk_mb": args.chunk_mb,
+            **({"breakdown_mb": [(round(b / 2**20), name) for b, name in breakdown[:8]],
+                "breakdown_cpu_s": sorted(((round(c, 1), names[pid]) for pid, c in cpu.items()), reverse=True)[:8]}
+               if args.breakdown else {})}
 
 
 def main(argv=None) -> None:
@@ -123,11 +134,12 @@ def main(argv=None) -> None:
     parser.add_argument("--processor", nargs="+", default=["bert", "mlm"], choices=sorted(CORPUS))
     parser.add_argument("--mb", nargs="+", type=float, default=[39.0])
     parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--actors", type=int, default=2)
+    parser.add_argument("--actors", type=int, default=None, help="tokenizing actors (default: one per CPU)")
     parser.add_argument("--cpus", type=float, default=0.5)
     parser.add_argument("--chunk-mb", type=float, default=8.0)
     parser.add_argument("--tmp", default=None, help="folder for the generated corpora and outputs")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--breakdown", action="store_true", help="the largest processes at the memory peak")
     args = parser.parse_args(argv)
     tmp = Path(args.tmp or tempfile.mkdtemp(prefix="uer_bench_"))
     tmp.mkdir(parents=True, exist_ok=True)

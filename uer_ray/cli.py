@@ -26,16 +26,16 @@ def _require_tokenizer(job: JobConfig) -> None:
         raise ConfigError("invalid config: tokenizer: required (e.g. {name: bert, vocab_path: vocab.txt})")
 
 
-def _start_ray(job: JobConfig) -> None:
+def _start_ray(job: JobConfig, dashboard: bool = True) -> None:
     from uer_ray.runtime import init_ray
 
-    init_ray(job.run)
+    init_ray(job.run, dashboard=dashboard)
 
 
 def cmd_preprocess(args) -> None:
     job = _job(args)
     _require_tokenizer(job)
-    _start_ray(job)
+    _start_ray(job, dashboard=False)  # Ray Data only
     from uer_ray.data.preprocess import preprocess
 
     preprocess(job)
@@ -78,7 +78,7 @@ def cmd_embed(args) -> None:
     from uer_ray.runtime import init_ray
     from uer_ray.config import RunConfig
 
-    init_ray(RunConfig())
+    init_ray(RunConfig(), dashboard=False)
     out = embed(args.checkpoint, args.input, args.output, pooling=args.pooling, batch_size=args.batch_size,
                 seq_length=args.seq_length)
     print(f"embed: sentence vectors -> {out}")

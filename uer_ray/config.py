@@ -156,7 +156,7 @@ class DataConfig(StrictModel):
     chunk_mb: float = Field(4.0, gt=0)  # unit of work read by one task; bounds memory per task
     max_line_chars: int = Field(100_000, gt=0)  # longer lines are cut into pieces of this size, counted
     shard_rows: int = Field(100_000, gt=0)  # instances per Parquet shard
-    tokenize_actors: int = Field(1, ge=1)
+    tokenize_actors: int | None = Field(None, ge=1)  # most tokenizing actors; None: one per CPU of the cluster
     tokenize_cpus: float = Field(0.5, gt=0)  # per tokenizing actor; below 1 so Ray Data's other tasks still run
     check_shape: bool = True  # refuse a corpus whose shape cannot feed the processor (e.g. bert on one document a line)
 

@@ -125,7 +125,7 @@ def embed(
         from uer_ray.config import RunConfig
         from uer_ray.runtime import init_ray
 
-        init_ray(RunConfig())
+        init_ray(RunConfig(), dashboard=False)
 
     ctx = DataContext.get_current()
     previous = ctx.execution_options.preserve_order

@@ -15,8 +15,11 @@ def job_env() -> dict[str, str]:
     return env
 
 
-def init_ray(run_cfg, num_cpus: int | None = None) -> None:
-    """Join ``run.ray_address`` (or a cluster that ``ray job submit`` started us in), else start Ray in-process."""
+def init_ray(run_cfg, num_cpus: int | None = None, dashboard: bool = True) -> None:
+    """Join ``run.ray_address`` (or a cluster that ``ray job submit`` started us in), else start Ray in-process.
+
+    ``dashboard=False`` suits commands that only run Ray Data (preprocess, vocabularies, embeddings): a local Ray
+    without the dashboard starts faster and holds ~0.3 GB less."""
     import ray
 
     if ray.is_initialized():
@@ -27,5 +30,7 @@ def init_ray(run_cfg, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
     else:
+        # A local Ray's workers inherit this process's environment (set above), so no runtime_env is needed: with
+        # one, Ray could not reuse its pre-started workers and every actor would start about twice as slowly.
         # The dashboard serves the State API that Ray Train's placement-group cleaner polls; without it, it spams.
-        ray.init(address="local", num_cpus=num_cpus, runtime_env={"env_vars": env})
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard)

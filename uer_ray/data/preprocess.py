@@ -223,6 +223,10 @@ def _progress_loop(collector, total_bytes: int, started: float, stop: threading.
         )
 
 
+def _cluster_cpus() -> int:
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
 def preprocess(job, progress=print, stats: bool = False, progress_every: float = 2.0) -> dict:
     """Run the preprocess stage for a validated ``JobConfig``; returns the manifest (also written to disk).
 
@@ -265,7 +269,7 @@ def preprocess(job, progress=print, stats: bool = False, progress_every: float =
             "collector": collector,
         },
         batch_size=1,
-        compute=ActorPoolStrategy(min_size=1, max_size=job.data.tokenize_actors),
+        compute=ActorPoolStrategy(min_size=1, max_size=job.data.tokenize_actors or _cluster_cpus()),
         num_cpus=job.data.tokenize_cpus,
     )
     writer = ShardWriter(out_dir, job.data.shard_rows)

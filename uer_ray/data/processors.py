@@ -22,6 +22,7 @@ is dynamic with ``masking_strategy: whole_word``, for the training worker's mask
 """
 from __future__ import annotations
 
+import collections
 import itertools
 from typing import Literal
 
@@ -62,6 +63,21 @@ def _columns_to_table(columns: dict[str, list]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
+SLICE_CHARS = 1 << 19
+
+
+def _slices(docs: list[list[str]], max_chars: int):
+    """(start, end) ranges of consecutive documents of about ``max_chars`` characters each."""
+    start = size = 0
+    for i, doc in enumerate(docs):
+        size += sum(map(len, doc))
+        if size >= max_chars:
+            yield start, i + 1
+            start, size = i + 1, 0
+    if start < len(docs):
+        yield start, len(docs)
+
+
 class Processor:
     layout: str = "line"
     feeds: tuple[str, ...] = ()
@@ -98,8 +114,15 @@ class Processor:
         return tokenized, totals
 
     def process(self, docs, wheres, tokenizer, rng, log) -> tuple[pa.Table, dict]:
-        tokenized, totals = self.encode_docs(docs, wheres, tokenizer, log)
-        return self.build(tokenized, rng), totals
+        """Documents -> one instance table, a slice of documents at a time: token ids as Python lists take ~30x the
+        text's size, so slicing bounds an actor's memory whatever the chunk size."""
+        tables, totals = [], collections.Counter()
+        for lo, hi in _slices(docs, SLICE_CHARS):
+            tokenized, counts = self.encode_docs(docs[lo:hi], wheres[lo:hi], tokenizer, log)
+            totals.update(counts)
+            tables.append(self.build(tokenized, rng))
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0] if tables else self.build([], rng)
+        return table, dict(totals)
 
     # -- token ids -> instances ----------------------------------------------------------------------------------
     def instances(self, docs: list, rng: np.random.Generator) -> dict[str, list]:

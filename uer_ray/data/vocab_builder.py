@@ -51,7 +51,7 @@ def count_tokens(
     from uer_ray.config import RunConfig
     from uer_ray.runtime import init_ray
 
-    init_ray(RunConfig())
+    init_ray(RunConfig(), dashboard=False)
     chunks = plan_chunks(expand_paths(corpus), int(chunk_mb * 2**20))
     for c in chunks:
         c.setdefault("whole", False)
