@@ -192,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     try:
         args.func(args)
+        from uer_ray.runtime import stop_local_ray
+
+        stop_local_ray()
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -269,7 +269,8 @@ def preprocess(job, progress=print, stats: bool = False, progress_every: float =
             "collector": collector,
         },
         batch_size=1,
-        compute=ActorPoolStrategy(min_size=1, max_size=job.data.tokenize_actors or _cluster_cpus()),
+        # A fixed-size pool: all actors start at once instead of one at a time as the autoscaler sees a backlog.
+        compute=ActorPoolStrategy(size=min(job.data.tokenize_actors or _cluster_cpus(), len(chunks))),
         num_cpus=job.data.tokenize_cpus,
     )
     writer = ShardWriter(out_dir, job.data.shard_rows)
