@@ -60,7 +60,8 @@ def run_once(processor: str, corpus: Path, args, out_dir: Path) -> dict:
     targets = {"mlm": 1.0, "sp": 1.0} if processor == "bert" else {"mlm": 1.0}
     spec = {
         "tokenizer": {"name": "bert", "vocab_path": str(DATA / "models" / "google_zh_vocab.txt")},
-        "data": {"corpus": [str(corpus)], "output_dir": str(out_dir), "chunk_mb": args.chunk_mb,
+        "data": {"corpus": [str(corpus)], "output_dir": str(out_dir),
+                 **({"chunk_mb": args.chunk_mb} if args.chunk_mb else {}),
                  "tokenize_actors": args.actors, "tokenize_cpus": args.cpus,
                  "processor": {"name": processor, "seq_length": args.seq}},
         "model": {"targets": targets},
@@ -123,7 +124,7 @@ def run_once(processor: str, corpus: Path, args, out_dir: Path) -> dict:
             "tokens_per_s": round(manifest["tokens"] / seconds), "instances": manifest["instances"],
             "peak_rss_gb": round(peak[0] / 2**30, 2), "peak_pss_gb": round(peak_pss[0] / 2**30, 2), "cpu_s": round(sum(cpu.values()), 1),
             "mb_per_cpu_s": round(mb / max(sum(cpu.values()), 1e-9), 2), "actors": args.actors, "actor_cpus": args.cpus,
-            "chunk_mb": args.chunk_mb,
+            "chunks": manifest["chunks"],
             **({"breakdown_mb": [(round(b / 2**20), name) for b, name in breakdown[:8]],
                 "breakdown_cpu_s": sorted(((round(c, 1), names[pid]) for pid, c in cpu.items()), reverse=True)[:8]}
                if args.breakdown else {})}
@@ -136,7 +137,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--actors", type=int, default=None, help="tokenizing actors (default: one per CPU)")
     parser.add_argument("--cpus", type=float, default=0.5)
-    parser.add_argument("--chunk-mb", type=float, default=8.0)
+    parser.add_argument("--chunk-mb", type=float, default=None, help="MB of text per chunk (default: the config's)")
     parser.add_argument("--tmp", default=None, help="folder for the generated corpora and outputs")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--breakdown", action="store_true", help="the largest processes at the memory peak")

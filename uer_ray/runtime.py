@@ -27,6 +27,11 @@ def init_ray(run_cfg, num_cpus: int | None = None, dashboard: bool = True) -> No
         return
     env = job_env()
     os.environ.update(env)  # the driver's own Train controller reads it too
+    from ray.data import DataContext
+
+    # Ray Data read the variable when first imported, maybe before this; the driver's context travels to every
+    # Ray Data actor (e.g. Train's dataset split coordinator), whose bars would flood the log.
+    DataContext.get_current().enable_progress_bars = env["RAY_DATA_DISABLE_PROGRESS_BARS"] != "1"
     address = run_cfg.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
