@@ -5,7 +5,10 @@ import os
 
 # Ray Train V2's controller polls workers at this interval and every ray.train.report waits for a poll:
 # the 2 s default costs 2 s a report. Users may still override it in their environment.
-DEFAULT_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+# Train's print patch sends a worker's print to its logger and, once W&B has wrapped stdout, to stdout as well: every
+# line twice. Unpatched, print goes to stdout once, which Ray forwards to the driver.
+DEFAULT_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+               "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
 FORWARDED_ENV = ("WANDB_MODE", "WANDB_API_KEY", "WANDB_DIR", "WANDB_SILENT", "PYTHONPATH")
 
 
