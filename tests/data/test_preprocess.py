@@ -103,15 +103,17 @@ def test_bad_labels_skipped_with_line_numbers(ray_session, vocab_path, tmp_path)
 
 
 def test_deterministic_bytes_and_actor_count(ray_session, vocab_path, corpora, tmp_path):
+    """Same seed -> byte-identical shards, whatever the number of actors; more actors than the 2-CPU cluster can
+    place (6 x 1 CPU) start as room allows and never hold the run up."""
     outputs = []
-    for run, actors in enumerate((1, 1, 2)):
+    for run, (actors, cpus) in enumerate(((1, 0.5), (1, 0.5), (2, 0.5), (6, 1.0))):
         job = make_job(vocab_path, [corpora["paragraph"]], tmp_path / f"out{run}",
                        {"name": "bert", "masking": "static", "dup_factor": 2}, chunk_mb=0.03, tokenize_actors=actors,
-                       shard_rows=700)
+                       tokenize_cpus=cpus, shard_rows=700)
         manifest = preprocess(job, progress=lambda m: None)
         assert manifest["chunks"] > 3 and len(manifest["shards"]) > 1
         outputs.append({s: (tmp_path / f"out{run}" / s).read_bytes() for s in manifest["shards"]})
-    assert outputs[0] == outputs[1] == outputs[2]
+    assert outputs[0] == outputs[1] == outputs[2] == outputs[3]
 
 
 def test_compressed_and_uri_inputs(ray_session, vocab_path, corpora, tmp_path):

@@ -259,6 +259,7 @@ def preprocess(job, progress=print, stats: bool = False, progress_every: float =
     init_ray(job.run)
     DataContext.get_current().execution_options.preserve_order = True  # deterministic shard contents
     collector = RepairCollector.remote()
+    actors = min(job.data.tokenize_actors or _cluster_cpus(), len(chunks))
     data = ray.data.from_items(chunks, override_num_blocks=len(chunks)).map_batches(
         InstanceBuilder,
         fn_constructor_kwargs={
@@ -269,8 +270,9 @@ def preprocess(job, progress=print, stats: bool = False, progress_every: float =
             "collector": collector,
         },
         batch_size=1,
-        # A fixed-size pool: all actors start at once instead of one at a time as the autoscaler sees a backlog.
-        compute=ActorPoolStrategy(size=min(job.data.tokenize_actors or _cluster_cpus(), len(chunks))),
+        # All actors start at once (not one at a time as the autoscaler sees a backlog); work starts with the first
+        # that is ready, so actors the cluster cannot place yet never hold the run up.
+        compute=ActorPoolStrategy(min_size=1, max_size=actors, initial_size=actors),
         num_cpus=job.data.tokenize_cpus,
     )
     writer = ShardWriter(out_dir, job.data.shard_rows)
