@@ -23,7 +23,6 @@ is dynamic with ``masking_strategy: whole_word``, for the training worker's mask
 from __future__ import annotations
 
 import collections
-import itertools
 from typing import Literal
 
 import numpy as np
@@ -34,6 +33,7 @@ from uer_ray.config import ComponentConfig, Tokenizer as TokenizerField
 from uer_ray.data.corpus import RepairLog
 from uer_ray.data.masking import mask_tokens, word_start_flags
 from uer_ray.registry import PROCESSORS
+from uer_ray.tokenizers import flatten_rows
 
 Document = list[list[int]]  # sentences of token ids
 
@@ -43,11 +43,8 @@ _LIST_COLUMNS = ("src", "seg", "tgt_mlm", "tgt_seq2seq")
 
 def _list_array(rows: list[list[int]], dtype) -> pa.Array:
     """Ragged int lists -> an Arrow list array through numpy (about 9x faster than ``pa.array`` on nested lists)."""
-    lengths = np.fromiter(map(len, rows), np.int64, len(rows))
-    offsets = np.zeros(len(rows) + 1, np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    values = np.fromiter(itertools.chain.from_iterable(rows), dtype, int(offsets[-1]))
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+    values, offsets = flatten_rows(rows, dtype)
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values))
 
 
 def _columns_to_table(columns: dict[str, list]) -> pa.Table:
@@ -121,8 +118,7 @@ class Processor:
             tokenized, counts = self.encode_docs(docs[lo:hi], wheres[lo:hi], tokenizer, log)
             totals.update(counts)
             tables.append(self.build(tokenized, rng))
-        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0] if tables else self.build([], rng)
-        return table, dict(totals)
+        return pa.concat_tables(tables or [self.build([], rng)]), dict(totals)
 
     # -- token ids -> instances ----------------------------------------------------------------------------------
     def instances(self, docs: list, rng: np.random.Generator) -> dict[str, list]:
@@ -201,12 +197,11 @@ def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: np.random.G
             seq[:] = seq[front : len(seq) - (cut - front)]
 
 
-@PROCESSORS.register("bert")
-class BertProcessor(MaskedProcessor):
-    """Sentence pairs for MLM + next-sentence prediction (Google BERT's create_pretraining_data)."""
+class SentencePairProcessor(MaskedProcessor):
+    """Two segments a row, [CLS] a [SEP] b [SEP], cut from documents of one sentence a line (BERT's
+    create_pretraining_data): each instance fills a target length, shorter with probability ``short_seq_prob``."""
 
     layout = "paragraph"
-    feeds = ("mlm", "sp")
 
     class Config(MaskedProcessor.Config):
         short_seq_prob: float = Field(0.1, ge=0, le=1)
@@ -214,12 +209,27 @@ class BertProcessor(MaskedProcessor):
     def empty_columns(self):
         return ("src", "seg", "tgt_sp")
 
-    def instances(self, docs, rng):
+    def target_length(self, rng: np.random.Generator) -> int:
+        max_tokens = self.cfg.seq_length - 3
+        return max_tokens if rng.random() >= self.cfg.short_seq_prob else int(rng.integers(2, max_tokens + 1))
+
+    def pair_row(self, tokens_a: list[int], tokens_b: list[int]) -> tuple[list[int], list[int]]:
+        """(src, seg) of one instance."""
         cls, sep = self.vocab.cls_id, self.vocab.sep_id
+        return [cls, *tokens_a, sep, *tokens_b, sep], [1] * (len(tokens_a) + 2) + [2] * (len(tokens_b) + 1)
+
+
+@PROCESSORS.register("bert")
+class BertProcessor(SentencePairProcessor):
+    """Sentence pairs for MLM + next-sentence prediction (Google BERT's create_pretraining_data)."""
+
+    feeds = ("mlm", "sp")
+
+    def instances(self, docs, rng):
         src, seg, is_random = [], [], []
         max_tokens = self.cfg.seq_length - 3
         for doc_index, doc in enumerate(docs):
-            target = max_tokens if rng.random() >= self.cfg.short_seq_prob else int(rng.integers(2, max_tokens + 1))
+            target = self.target_length(rng)
             chunk: list[list[int]] = []
             length = 0
             i = 0
@@ -244,8 +254,9 @@ class BertProcessor(MaskedProcessor):
                         tokens_b = [t for s in chunk[a_end:] for t in s]
                     if tokens_a and tokens_b:
                         _truncate_pair(tokens_a, tokens_b, max_tokens, rng)
-                        src.append([cls, *tokens_a, sep, *tokens_b, sep])
-                        seg.append([1] * (len(tokens_a) + 2) + [2] * (len(tokens_b) + 1))
+                        row_src, row_seg = self.pair_row(tokens_a, tokens_b)
+                        src.append(row_src)
+                        seg.append(row_seg)
                         is_random.append(int(random_next))
                     chunk, length = [], 0
                 i += 1
@@ -253,25 +264,17 @@ class BertProcessor(MaskedProcessor):
 
 
 @PROCESSORS.register("albert")
-class AlbertProcessor(MaskedProcessor):
+class AlbertProcessor(SentencePairProcessor):
     """Sentence pairs for MLM + sentence-order prediction (ALBERT): both segments come from the same document, in
     order (``tgt_sp`` 0) or swapped (``tgt_sp`` 1)."""
 
-    layout = "paragraph"
     feeds = ("mlm", "sp", "sop")
 
-    class Config(MaskedProcessor.Config):
-        short_seq_prob: float = Field(0.1, ge=0, le=1)
-
-    def empty_columns(self):
-        return ("src", "seg", "tgt_sp")
-
     def instances(self, docs, rng):
-        cls, sep = self.vocab.cls_id, self.vocab.sep_id
         src, seg, swapped = [], [], []
         max_tokens = self.cfg.seq_length - 3
         for doc in docs:
-            target = max_tokens if rng.random() >= self.cfg.short_seq_prob else int(rng.integers(2, max_tokens + 1))
+            target = self.target_length(rng)
             chunk: list[list[int]] = []
             length = 0
             for i, sentence in enumerate(doc):
@@ -287,8 +290,9 @@ class AlbertProcessor(MaskedProcessor):
                             tokens_a, tokens_b = tokens_b, tokens_a
                         _truncate_pair(tokens_a, tokens_b, max_tokens, rng)
                         if tokens_a and tokens_b:
-                            src.append([cls, *tokens_a, sep, *tokens_b, sep])
-                            seg.append([1] * (len(tokens_a) + 2) + [2] * (len(tokens_b) + 1))
+                            row_src, row_seg = self.pair_row(tokens_a, tokens_b)
+                            src.append(row_src)
+                            seg.append(row_seg)
                             swapped.append(swap)
                     chunk, length = [], 0
         return {"src": src, "seg": seg, "tgt_sp": swapped}

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from uer_ray.models.layers import default_layernorm_eps
+
 FORMATS = ("uer-ray", "uer-py", "hf-bert", "hf-gpt2")
 
 UER_PY_WEIGHTS = "pytorch_model.bin"  # UER-py's default name (``--output_model_path``); any *.bin is read
@@ -511,7 +513,7 @@ def to_hf_bert(model: nn.Module):
         attention_probs_dropout_prob=enc.dropout,
         max_position_embeddings=cfg.max_seq_length,
         type_vocab_size=2,
-        layer_norm_eps=cfg.layernorm_eps or (1e-12 if cfg.layernorm == "standard" else 1e-6),
+        layer_norm_eps=cfg.layernorm_eps or default_layernorm_eps(cfg.layernorm),
         tie_word_embeddings=cfg.tie_weights,
         pad_token_id=0,
     )
@@ -703,7 +705,7 @@ def to_hf_gpt2(model: nn.Module):
         resid_pdrop=enc.dropout,
         embd_pdrop=cfg.embedding.dropout,
         attn_pdrop=enc.dropout,
-        layer_norm_epsilon=cfg.layernorm_eps or (1e-12 if cfg.layernorm == "standard" else 1e-6),
+        layer_norm_epsilon=cfg.layernorm_eps or default_layernorm_eps(cfg.layernorm),
         tie_word_embeddings=tie,
         bos_token_id=None,
         eos_token_id=None,

@@ -36,12 +36,17 @@ class RMSNorm(nn.Module):
         return self.weight * (x * torch.rsqrt(variance + self.eps)).type_as(x)
 
 
+def default_layernorm_eps(kind: str) -> float:
+    """BERT's 1e-12 for the standard layer norm; UER-py's and T5's norms use 1e-6."""
+    return 1e-12 if kind == "standard" else 1e-6
+
+
 def make_layernorm(kind: str, size: int) -> nn.Module:
     if kind == "uer":
         return UerLayerNorm(size)
     if kind == "t5":
         return RMSNorm(size)
-    return nn.LayerNorm(size, eps=1e-12 if kind == "standard" else 1e-6)
+    return nn.LayerNorm(size, eps=default_layernorm_eps(kind))
 
 
 def gelu_fast(x: torch.Tensor) -> torch.Tensor:
