@@ -7,6 +7,8 @@ costs seconds, not a cluster start-up.
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -328,6 +330,30 @@ def build_config(data: dict | None = None, overrides: list[str] = ()) -> JobConf
         raise ConfigError("invalid config: " + "; ".join(_describe(e, raw) for e in exc.errors())) from None
 
 
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: Any, where: str = "") -> Any:
+    """``${VAR}`` and ``${VAR:-default}`` in every string of a job spec, so that one spec names its data by storage
+    URI on a cluster (``UER_DATA=s3://bucket/uer``) and by local path on a laptop."""
+    if isinstance(value, dict):
+        return {key: expand_env(item, f"{where}.{key}" if where else str(key)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [expand_env(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is None:
+            raise ConfigError(f"invalid config: {where}: environment variable {name} is not set (in {value!r})")
+        return default
+
+    return _ENV_REFERENCE.sub(substitute, value)
+
+
 def load_job(path: str | Path | None = None, overrides: list[str] = ()) -> JobConfig:
     data: dict = {}
     if path is not None:
@@ -337,4 +363,4 @@ def load_job(path: str | Path | None = None, overrides: list[str] = ()) -> JobCo
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a job spec must be a YAML mapping")
-    return build_config(data, overrides)
+    return build_config(expand_env(data), overrides)
