@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from uer_ray.config import ConfigError, JobConfig, load_job
+from uer_ray.errors import UserError
 
 
 def _job(args) -> JobConfig:
@@ -75,10 +76,8 @@ def cmd_convert(args) -> None:
 
 def cmd_embed(args) -> None:
     from uer_ray.embed import embed
-    from uer_ray.runtime import init_ray
-    from uer_ray.config import RunConfig
 
-    init_ray(RunConfig(), dashboard=False)
+    _start_ray(_job(args), dashboard=False)  # Ray Data only; run.ray_address joins a cluster
     out = embed(args.checkpoint, args.input, args.output, pooling=args.pooling, batch_size=args.batch_size,
                 seq_length=args.seq_length)
     print(f"embed: sentence vectors -> {out}")
@@ -86,41 +85,52 @@ def cmd_embed(args) -> None:
 
 def cmd_pretrain(args) -> None:
     job = _job(args)
-    from uer_ray.train.pretrain import check_dataset, latest_checkpoint, pretrain
+    from uer_ray.train.pretrain import check_dataset, final_model, pretrain
 
     check_dataset(job)
     _start_ray(job)
-    result = pretrain(job)
-    print(f"pretrain: last checkpoint {latest_checkpoint(result)}")
+    pretrain(job, fresh=args.fresh)
+    print(f"pretrain: final model {final_model(job)}")
 
 
 def cmd_finetune(args) -> None:
     job = _job(args)
-    if not job.finetune.pretrained:
-        _require_tokenizer(job)
     from uer_ray.finetune.finetune import finetune, prepare
 
     prepared = prepare(job)  # reads and checks every data file before Ray starts
     _start_ray(job)
-    finetune(job, prepared)
+    finetune(job, prepared, fresh=args.fresh)
 
 
 def cmd_infer(args) -> None:
     job = _job(args)
-    from uer_ray.finetune.finetune import infer, load_finetuned
+    from uer_ray.finetune.infer import infer, load_finetuned
 
-    load_finetuned(Path(args.checkpoint))
+    load_finetuned(args.checkpoint)  # a checkpoint that cannot load fails before Ray starts
     _start_ray(job)
-    infer(job, Path(args.checkpoint), Path(args.input), Path(args.output))
+    infer(job, args.checkpoint, args.input, args.output)
 
 
 def cmd_pipeline(args) -> None:
-    """UER's three stages: general pre-training, further pre-training on task text (optional), fine-tuning."""
+    """UER's three stages: general pre-training, further pre-training on task text, fine-tuning."""
     from uer_ray.pipeline import run_pipeline
 
     job = _job(args)
     _require_tokenizer(job)
-    run_pipeline(job, further_corpus=args.further_corpus, further_steps=args.further_steps)
+    print_summary(run_pipeline(job, fresh=args.fresh), job)
+
+
+def print_summary(summaries, job) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"uer-ray {job.run.name}")
+    for column in ("stage", "wall time", "result", "output"):
+        table.add_column(column, overflow="fold")
+    for summary in summaries:
+        result = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.metrics.items())
+        table.add_row(summary.stage, f"{summary.seconds:.0f}s", result, summary.output)
+    Console(width=160).print(table)
 
 
 def cmd_quickstart(args) -> None:
@@ -144,15 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     preprocess = command("preprocess", cmd_preprocess, "corpus -> tokenized training instances (Parquet) with Ray Data")
     preprocess.add_argument("--stats", action="store_true", help="print instance counts, lengths, UNK rate, repairs")
-    command("pretrain", cmd_pretrain, "pre-train the composed model with Ray Train (re-run to resume)")
-    command("finetune", cmd_finetune, "fine-tune on a downstream task (UER-format TSV)")
+    pretrain = command("pretrain", cmd_pretrain, "pre-train the composed model with Ray Train (re-run to resume)")
+    finetune = command("finetune", cmd_finetune, "fine-tune on a downstream task (re-run to resume)")
     infer = command("infer", cmd_infer, "predict a TSV with a fine-tuned checkpoint")
     infer.add_argument("--checkpoint", required=True)
     infer.add_argument("--input", required=True)
     infer.add_argument("--output", required=True)
-    pipeline = command("pipeline", cmd_pipeline, "the 3 UER stages: pre-train, further pre-train, fine-tune")
-    pipeline.add_argument("--further-corpus", nargs="*", default=[], help="task text for further pre-training")
-    pipeline.add_argument("--further-steps", type=int, default=0)
+    pipeline = command("pipeline", cmd_pipeline, "the 3 UER stages: pre-train, further pre-train on task text, "
+                                                 "fine-tune (pipeline.stages picks them; re-run to resume)")
+    for sub in (pretrain, finetune, pipeline):
+        sub.add_argument("--fresh", action="store_true",
+                         help="forget this run's checkpoints and results and start again")
     vocab = command("build-vocab", cmd_build_vocab, "count a corpus with Ray Data -> a vocabulary file", job=False)
     vocab.add_argument("corpus", nargs="+")
     vocab.add_argument("--output", required=True)
@@ -173,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--uer-config", help="UER-py JSON config of a UER-py .bin")
     convert.add_argument("--vocab", help="vocabulary file to carry into the converted checkpoint")
     convert.add_argument("--set", action="append", metavar="tokenizer.KEY=VALUE", help="tokenizer config to record")
-    embed = command("embed", cmd_embed, "sentence vectors (.npy) for a text file, one sentence a line", job=False)
+    embed = command("embed", cmd_embed, "sentence vectors (.npy) for a text file, one sentence a line")
     embed.add_argument("--checkpoint", required=True)
     embed.add_argument("--input", required=True)
     embed.add_argument("--output", required=True)
@@ -197,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         from uer_ray.runtime import stop_local_ray
 
         stop_local_ray()
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+    except (UserError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -14,25 +14,56 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    FilePath,
     SerializeAsAny,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 
+from uer_ray.errors import UserError
 from uer_ray.registry import ENCODERS, PROCESSORS, SUBENCODERS, TARGETS, TASKS, TOKENIZERS, Registry
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A job spec that cannot run; ``str()`` is one line naming the key and the problem."""
 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# A config re-read where inputs were already checked (a Train worker, possibly on another node whose disk does not
+# hold the driver's files): validation then touches no file.
+ON_WORKER = {"on_worker": True}
+
+
+def _on_worker(info: ValidationInfo | None) -> bool:
+    return bool(info and info.context and info.context.get("on_worker"))
+
+
+def _to_location(value: Any) -> Any:
+    from uer_ray.storage import absolute
+
+    return absolute(value) if isinstance(value, (str, os.PathLike)) else value
+
+
+def _must_exist(value: str, info: ValidationInfo) -> str:
+    from uer_ray.storage import exists, resolve_published
+
+    if not _on_worker(info) and not exists(resolve_published(value)):
+        raise ValueError(f"not found: {value}")
+    return value
+
+
+# A local path (made absolute where the user typed the command, so it means the same in every process) or a URI.
+Location = Annotated[str, BeforeValidator(_to_location)]
+# ... that must exist when the config is first validated.
+InputLocation = Annotated[str, BeforeValidator(_to_location), AfterValidator(_must_exist)]
 
 
 class ComponentConfig(StrictModel):
@@ -109,7 +140,7 @@ class EmbeddingConfig(StrictModel):
 
 
 class ModelConfig(StrictModel):
-    uer_config: FilePath | None = None  # a UER-py JSON model config; explicit keys here override it
+    uer_config: InputLocation | None = None  # a UER-py JSON model config; explicit keys here override it
     vocab_size: int | None = Field(None, gt=0)  # filled from the tokenizer when left out
     hidden_size: int = Field(128, gt=0)
     emb_size: int | None = Field(None, gt=0)  # None: hidden_size; smaller: factorized (ALBERT)
@@ -124,14 +155,16 @@ class ModelConfig(StrictModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _import_uer_config(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("uer_config"):
+    def _import_uer_config(cls, data: Any, info: ValidationInfo) -> Any:
+        # On a worker the imported values are already explicit keys of the config it was sent.
+        if isinstance(data, dict) and data.get("uer_config") and not _on_worker(info):
+            from uer_ray import storage
             from uer_ray.models.uer_config import model_fields_from_uer_json
 
-            path = Path(data["uer_config"])
-            if not path.is_file():
-                raise ValueError(f"uer_config file not found: {path}")
-            imported = model_fields_from_uer_json(json.loads(path.read_text()), source=str(path))
+            path = storage.absolute(data["uer_config"])
+            if not storage.exists(path):
+                raise ValueError(f"uer_config file not found: {data['uer_config']}")
+            imported = model_fields_from_uer_json(json.loads(storage.read_text(path)), source=str(path))
             explicit_targets = data.get("targets")
             data = _deep_merge(imported, data)
             if explicit_targets is not None:  # a target set is replaced, not merged
@@ -151,63 +184,113 @@ class ModelConfig(StrictModel):
 
 
 class DataConfig(StrictModel):
-    corpus: list[str] = []  # files, directories or globs
-    output_dir: Path | None = None  # default: <storage>/<run name>/dataset
+    corpus: list[Location] = []  # files, directories or globs, local or URIs
+    output_dir: Location | None = None  # default: <storage>/<run name>/dataset
     processor: Processor = _component(PROCESSORS, "bert")
     seed: int = 7
     chunk_mb: float = Field(4.0, gt=0)  # unit of work read by one task; bounds memory per task
     max_line_chars: int = Field(100_000, gt=0)  # longer lines are cut into pieces of this size, counted
-    shard_rows: int = Field(100_000, gt=0)  # instances per Parquet shard
+    row_group_rows: int = Field(1024, gt=0)  # rows per Parquet row group: the unit training reads and shuffles
     tokenize_actors: int | None = Field(None, ge=1)  # most tokenizing actors; None: one per CPU of the cluster
     tokenize_cpus: float = Field(0.5, gt=0)  # per tokenizing actor; below 1 so Ray Data's other tasks still run
     check_shape: bool = True  # refuse a corpus whose shape cannot feed the processor (e.g. bert on one document a line)
 
 
-class TrainConfig(StrictModel):
+class OptimConfig(StrictModel):
+    """How one stage optimises; pre-training and fine-tuning share it."""
+
     lr: float = Field(1e-4, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup: float = Field(0.1, ge=0, lt=1)  # fraction of total_steps
-    total_steps: int = Field(1000, gt=0)
-    batch_size: int = Field(32, gt=0)  # per worker
+    weight_decay: float = Field(0.01, ge=0)  # never on biases and norms
+    scheduler: Literal["linear", "cosine", "constant", "inverse_sqrt", "polynomial"] = "linear"
+    warmup: float = Field(0.1, ge=0, lt=1)  # fraction of the optimizer steps
+    power: float = Field(1.0, gt=0)  # polynomial decay's exponent
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)  # decaying schedules end at lr x this
+    batch_size: int = Field(32, gt=0)  # per worker and micro-batch
+    grad_accum_steps: int = Field(1, ge=1)  # micro-batches per optimizer step
     grad_clip: float = Field(1.0, gt=0)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16: autocast (CPU and GPU); fp16: GPU, gradient scaler
+    compile: bool = False  # torch.compile the model
+    seed: int = 7
+
+
+class ProbeTaskConfig(StrictModel):
+    task: Task = _component(TASKS, "classification")
+    train_path: InputLocation
+    dev_path: InputLocation
+    seq_length: int = Field(128, gt=0)
+    max_train_rows: int = Field(2000, gt=0)  # the first rows of each file: a probe is a quick look, not a fine-tune
+    max_dev_rows: int = Field(1000, gt=0)
+
+
+class ProbeConfig(StrictModel):
+    """A downstream look during pre-training: every ``every`` steps rank 0 fine-tunes a copy of the encoder for
+    ``steps`` steps on each task and reports its dev metric (``dev_metric`` = their mean)."""
+
+    every: int = Field(gt=0)
+    steps: int = Field(100, gt=0)
+    lr: float = Field(3e-4, gt=0)
+    batch_size: int = Field(32, gt=0)
+    tasks: list[ProbeTaskConfig] = Field(min_length=1)
+
+
+class TrainConfig(OptimConfig):
+    total_steps: int = Field(1000, gt=0)  # optimizer steps
     report_every: int = Field(20, gt=0)
     checkpoint_every: int = Field(200, gt=0)
     keep_checkpoints: int = Field(2, gt=0)
-    seed: int = 7
-    init_from: Path | None = None  # warm start (further pre-training): a checkpoint directory
+    shuffle_window: int = Field(16, gt=0)  # row groups whose rows are shuffled together
+    prefetch: int = Field(4, ge=1)  # collated batches made ahead of the step
+    init_from: InputLocation | None = None  # warm start (further pre-training): a checkpoint directory
+    probe: ProbeConfig | None = None
 
 
-class FinetuneConfig(StrictModel):
+class FinetuneConfig(OptimConfig):
+    lr: float = Field(2e-5, gt=0)
     task: Task = _component(TASKS, "classification")
-    train_path: FilePath | None = None
-    dev_path: FilePath | None = None
-    test_path: FilePath | None = None
-    pretrained: Path | None = None  # a pre-training checkpoint directory; None: train from scratch
+    train_path: InputLocation | None = None
+    dev_path: InputLocation | None = None
+    test_path: InputLocation | None = None
+    pretrained: InputLocation | None = None  # a uer-ray checkpoint directory; None: train from scratch
     seq_length: int = Field(128, gt=0)
     epochs: int = Field(3, gt=0)
-    batch_size: int = Field(32, gt=0)
-    lr: float = Field(2e-5, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup: float = Field(0.1, ge=0, lt=1)
-    grad_clip: float = Field(1.0, gt=0)
-    seed: int = 7
-    output_dir: Path | None = None  # default: <storage>/<run name>/finetune
+    early_stopping: int | None = Field(None, gt=0)  # stop after this many epochs without a better dev metric
+    max_bad_fraction: float = Field(0.1, ge=0, le=1)  # a data file with more bad rows than this is refused
+    output_dir: Location | None = None  # default: <storage>/<run name>/finetune
+
+
+class FurtherConfig(StrictModel):
+    """UER's second stage: further pre-training on the task's own text, warm-started from the general model."""
+
+    steps: int = Field(500, gt=0)
+    corpus: list[Location] = []  # default: the text columns of finetune.train_path
+    processor: Processor | None = None  # default: data.processor (bert/albert need documents: use mlm for task text)
+    lr: float | None = Field(None, gt=0)  # default: train.lr
+
+
+class PipelineConfig(StrictModel):
+    """``launch.py pipeline``: general pre-training -> further pre-training on task text -> fine-tuning and test."""
+
+    stages: list[Literal["pretrain", "further", "finetune"]] = ["pretrain", "further", "finetune"]
+    further: FurtherConfig = Field(default_factory=FurtherConfig)
 
 
 class TrackingConfig(StrictModel):
     project: str = "uer-ray"
     group: str | None = None
     mode: Literal["auto", "online", "offline", "disabled"] = "auto"  # auto: online only with an API key
-    dir: Path | None = None  # default: <storage>/wandb
+    dir: Location | None = None  # default: <storage>/<run name>/wandb (a node-local directory for remote storage)
+    config: dict[str, Any] = {}  # extra flat keys for the W&B run config (e.g. a Tune trial's combination)
 
 
 class RunConfig(StrictModel):
-    name: str = "uer-run"
-    storage_path: Path = Path("runs")
+    name: str = Field("uer-run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    storage_path: Location = "runs"  # a local path, NFS, or a URI (s3://bucket/runs, gs://...)
     ray_address: str | None = None  # None: a local Ray started in-process
     num_workers: int = Field(2, ge=1)
     use_gpu: bool = False
-    cpus_per_worker: float = Field(0.5, gt=0)  # fractional on small nodes: leaves CPU for Ray Data
+    cpus_per_worker: float = Field(0.5, gt=0)  # fractional on small nodes
+    max_failures: int = Field(2, ge=-1)  # worker-group restarts from the latest checkpoint (-1: unlimited)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
 
 
 class JobConfig(StrictModel):
@@ -218,6 +301,15 @@ class JobConfig(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    search: dict[str, Any] | None = None  # a Ray Tune search spec, validated by uer_ray.tune
+
+    @model_validator(mode="after")
+    def _fp16_needs_a_gpu(self):
+        for section in ("train", "finetune"):
+            if getattr(self, section).precision == "fp16" and not self.run.use_gpu:
+                raise ValueError(f"{section}.precision fp16 needs a GPU (run.use_gpu: true); use bf16 on CPU")
+        return self
 
     @model_validator(mode="after")
     def _data_feeds_targets(self):
@@ -237,16 +329,22 @@ class JobConfig(StrictModel):
         return self
 
     @property
-    def run_dir(self) -> Path:
-        return Path(self.run.storage_path).resolve() / self.run.name
+    def run_dir(self) -> str:
+        from uer_ray.storage import join
+
+        return join(self.run.storage_path, self.run.name)
 
     @property
-    def dataset_dir(self) -> Path:
-        return Path(self.data.output_dir or self.run_dir / "dataset").resolve()
+    def dataset_dir(self) -> str:
+        from uer_ray.storage import join
+
+        return self.data.output_dir or join(self.run_dir, "dataset")
 
     @property
-    def finetune_dir(self) -> Path:
-        return Path(self.finetune.output_dir or self.run_dir / "finetune").resolve()
+    def finetune_dir(self) -> str:
+        from uer_ray.storage import join
+
+        return self.finetune.output_dir or join(self.run_dir, "finetune")
 
 
 def _deep_merge(base: dict, override: dict) -> dict:

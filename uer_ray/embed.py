@@ -12,28 +12,24 @@ import numpy as np
 POOLINGS = ("cls", "mean", "max", "last")
 
 
-def load_encoder(checkpoint_dir: str | Path):
-    """(model in eval mode, tokenizer) from a pre-training or fine-tuned uer-ray checkpoint."""
+def load_encoder(checkpoint: str | Path):
+    """(model in eval mode, tokenizer) from a pre-training or fine-tuned uer-ray checkpoint (local or in storage)."""
     from uer_ray.registry import TOKENIZERS
     from uer_ray.tokenizers import build_tokenizer
-    from uer_ray.train.checkpoint import VOCAB, load_config
+    from uer_ray.train.checkpoint import checkpoint_tokenizer, load_config
 
-    checkpoint_dir = Path(checkpoint_dir)
-    saved = load_config(checkpoint_dir)
-    if not saved.get("tokenizer"):
-        raise ValueError(f"{checkpoint_dir}: the checkpoint records no tokenizer; sentence vectors need one")
-    tok_cfg = dict(saved["tokenizer"])
-    if "vocab_path" in tok_cfg and (checkpoint_dir / VOCAB).is_file():
-        tok_cfg["vocab_path"] = str(checkpoint_dir / VOCAB)
+    tok_cfg = checkpoint_tokenizer(str(checkpoint))
+    if not tok_cfg:
+        raise ValueError(f"{checkpoint}: the checkpoint records no tokenizer; sentence vectors need one")
     tokenizer = build_tokenizer(getattr(TOKENIZERS.get(tok_cfg["name"]), "Config").model_validate(tok_cfg))
-    if "finetune" in saved:
-        from uer_ray.finetune.finetune import load_finetuned
+    if "finetune" in load_config(str(checkpoint)):
+        from uer_ray.finetune.infer import load_finetuned
 
-        _, model = load_finetuned(checkpoint_dir)
+        _, model = load_finetuned(str(checkpoint))
     else:
         from uer_ray.models.model import load_model
 
-        model = load_model(checkpoint_dir)
+        model = load_model(checkpoint)
     return model.eval(), tokenizer
 
 
@@ -114,9 +110,12 @@ def embed(
 
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; known: {', '.join(POOLINGS)}")
-    checkpoint_dir, input_path, output_path = Path(checkpoint_dir).resolve(), Path(input_path), Path(output_path)
-    if not (checkpoint_dir / "config.json").is_file():
-        raise FileNotFoundError(f"not a uer-ray checkpoint (no config.json): {checkpoint_dir}")
+    from uer_ray import storage
+    from uer_ray.train.checkpoint import load_config
+
+    checkpoint_dir = storage.resolve_published(storage.absolute(checkpoint_dir))
+    load_config(checkpoint_dir)  # not a checkpoint: fails here, not in an actor
+    input_path, output_path = Path(input_path), Path(output_path)
     if not input_path.is_file():
         raise FileNotFoundError(f"input file not found: {input_path}")
     if output_path.suffix != ".npy":

@@ -9,7 +9,21 @@ import os
 # line twice. Unpatched, print goes to stdout once, which Ray forwards to the driver.
 DEFAULT_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
                "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
-FORWARDED_ENV = ("WANDB_MODE", "WANDB_API_KEY", "WANDB_DIR", "WANDB_SILENT", "PYTHONPATH")
+FORWARDED_ENV = ("WANDB_MODE", "WANDB_DIR", "WANDB_SILENT", "PYTHONPATH")
+# Credentials travel to the processes of a job inside their task arguments (Ray's object store), never in a
+# runtime_env, whose variables the dashboard and the job's metadata show to anyone who can open them.
+SECRET_ENV = ("WANDB_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
+              "AWS_DEFAULT_REGION", "AWS_REGION", "GOOGLE_APPLICATION_CREDENTIALS")
+
+
+def secrets_from_env() -> dict[str, str]:
+    return {key: os.environ[key] for key in SECRET_ENV if os.environ.get(key)}
+
+
+def apply_secrets(secrets: dict[str, str]) -> None:
+    """In a worker: the driver's credentials, for storage and W&B (the node's own environment may lack them)."""
+    for key, value in secrets.items():
+        os.environ.setdefault(key, value)
 
 
 def job_env() -> dict[str, str]:
@@ -47,6 +61,11 @@ def init_ray(run_cfg, num_cpus: int | None = None, dashboard: bool = True) -> No
 
 
 _local_ray = False  # whether init_ray started the Ray instance this process is connected to
+
+
+def started_here() -> bool:
+    """Whether this process started the (local, fixed-size) Ray it is connected to."""
+    return _local_ray
 
 
 def stop_local_ray() -> None:

@@ -23,15 +23,15 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 import sentencepiece
-from pydantic import FilePath
 from tokenizers import AddedToken
 from tokenizers import Tokenizer as _HFTokenizer
 from tokenizers import models as _hf_models
 from tokenizers import normalizers as _hf_normalizers
 from tokenizers import pre_tokenizers as _hf_pre_tokenizers
 
-from uer_ray.config import ComponentConfig
+from uer_ray.config import ComponentConfig, InputLocation
 from uer_ray.registry import TOKENIZERS
+from uer_ray.storage import local_path
 
 PAD = "[PAD]"
 UNK = "[UNK]"
@@ -296,11 +296,11 @@ class CharTokenizer(Tokenizer):
 
     class Config(ComponentConfig):
         name: Literal["char"] = "char"
-        vocab_path: FilePath
+        vocab_path: InputLocation
 
     @classmethod
     def from_config(cls, cfg: "CharTokenizer.Config") -> "CharTokenizer":
-        return cls(Vocab.load(cfg.vocab_path))
+        return cls(Vocab.load(local_path(cfg.vocab_path)))
 
     def tokenize(self, text: str) -> list[str]:
         ids = self.vocab.token_ids
@@ -327,11 +327,11 @@ class SpaceTokenizer(Tokenizer):
 
     class Config(ComponentConfig):
         name: Literal["space"] = "space"
-        vocab_path: FilePath
+        vocab_path: InputLocation
 
     @classmethod
     def from_config(cls, cfg: "SpaceTokenizer.Config") -> "SpaceTokenizer":
-        return cls(Vocab.load(cfg.vocab_path))
+        return cls(Vocab.load(local_path(cfg.vocab_path)))
 
     def tokenize(self, text: str) -> list[str]:
         ids = self.vocab.token_ids
@@ -347,7 +347,7 @@ class BertTokenizer(Tokenizer):
 
     class Config(ComponentConfig):
         name: Literal["bert"] = "bert"
-        vocab_path: FilePath
+        vocab_path: InputLocation
         do_lower_case: bool = True
         strip_accents: bool | None = None  # None: same as do_lower_case (original BERT)
 
@@ -365,7 +365,7 @@ class BertTokenizer(Tokenizer):
 
     @classmethod
     def from_config(cls, cfg: "BertTokenizer.Config") -> "BertTokenizer":
-        return cls(Vocab.load(cfg.vocab_path), do_lower_case=cfg.do_lower_case, strip_accents=cfg.strip_accents)
+        return cls(Vocab.load(local_path(cfg.vocab_path)), do_lower_case=cfg.do_lower_case, strip_accents=cfg.strip_accents)
 
     def _options(self) -> dict[str, Any]:
         return {"do_lower_case": self.do_lower_case, "strip_accents": self.strip_accents}
@@ -476,7 +476,7 @@ class SpmTokenizer(Tokenizer):
 
     class Config(ComponentConfig):
         name: Literal["spm"] = "spm"
-        spm_model_path: FilePath
+        spm_model_path: InputLocation
         do_lower_case: bool = False
 
     def __init__(self, spm_model_path: str | os.PathLike, do_lower_case: bool = False):
@@ -495,7 +495,7 @@ class SpmTokenizer(Tokenizer):
 
     @classmethod
     def from_config(cls, cfg: "SpmTokenizer.Config") -> "SpmTokenizer":
-        return cls(cfg.spm_model_path, do_lower_case=cfg.do_lower_case)
+        return cls(local_path(cfg.spm_model_path), do_lower_case=cfg.do_lower_case)
 
     def _options(self) -> dict[str, Any]:
         return {"do_lower_case": self.do_lower_case, "spm_model_sha256": self._model_sha256}

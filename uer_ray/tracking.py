@@ -1,9 +1,16 @@
-"""Weights & Biases logging that never stops training: offline without a key, disabled after any W&B error."""
+"""Weights & Biases logging that never stops training: offline without a key, disabled after any W&B error.
+
+A run resumed from a checkpoint continues the same W&B run (the id is kept in the checkpoint). Runs are written to a
+local directory: ``tracking.dir``, else ``<storage>/<run>/wandb`` for local storage, else a node-local directory whose
+offline runs are copied to ``<storage>/<run>/wandb`` when the run finishes.
+"""
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
+
+from uer_ray import storage
 
 log = logging.getLogger(__name__)
 
@@ -14,32 +21,46 @@ def resolve_mode(mode: str) -> str:
         return mode
     if os.environ.get("WANDB_MODE") in ("offline", "disabled", "online"):
         return os.environ["WANDB_MODE"]
-    has_key = bool(os.environ.get("WANDB_API_KEY")) or (Path.home() / ".netrc").is_file() and "api.wandb.ai" in (
-        Path.home() / ".netrc"
-    ).read_text(errors="ignore")
+    netrc = Path.home() / ".netrc"
+    has_key = bool(os.environ.get("WANDB_API_KEY")) or (
+        netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+    )
     return "online" if has_key else "offline"
+
+
+def wandb_location(tracking, run_dir: str) -> str:
+    return tracking.dir or storage.join(run_dir, "wandb")
+
+
+def _local_dir(location: str) -> tuple[Path, str | None]:
+    """(where W&B writes on this node, where its files are copied afterwards or None)."""
+    if not storage.is_uri(location):
+        return Path(location), None
+    return storage.cache_dir() / "wandb" / storage.name(storage.parent(location)), location
 
 
 class Tracker:
     """One W&B run; every call is a no-op once W&B has failed or when tracking is disabled."""
 
-    def __init__(self, tracking, run_name: str, job_type: str, config: dict, default_dir: Path):
+    def __init__(self, tracking, run_name: str, job_type: str, config: dict, location: str, run_id: str | None = None):
         self.run = None
         self.mode = resolve_mode(tracking.mode)
         if self.mode == "disabled":
             return
-        directory = Path(tracking.dir or default_dir)
+        self.directory, self.copy_to = _local_dir(location)
         try:
             import wandb
 
-            directory.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(parents=True, exist_ok=True)
             self.run = wandb.init(
                 project=tracking.project,
                 group=tracking.group or run_name,
                 name=f"{run_name}-{job_type}",
                 job_type=job_type,
-                config=config,
-                dir=str(directory),
+                id=run_id,
+                resume="allow" if run_id else None,
+                config={**config, **tracking.config},
+                dir=str(self.directory),
                 mode=self.mode,
                 reinit="create_new",
                 settings=wandb.Settings(init_timeout=60, silent=True, console="off"),
@@ -78,6 +99,8 @@ class Tracker:
             return
         try:
             self.run.finish()
+            if self.copy_to:  # offline runs of a remote-storage job join the run's files in storage
+                storage.upload_dir(self.directory, self.copy_to)
         except Exception as exc:
             log.warning("W&B finish failed: %s", exc)
         self.run = None

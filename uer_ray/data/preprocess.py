@@ -1,10 +1,11 @@
 """Preprocess stage: corpus -> Ray Data (read + repair + tokenize + build instances in an actor pool) -> Parquet shards
-plus ``manifest.json``.
+plus ``manifest.json``, all in storage (a local path or a URI).
 
 The unit of work is a byte-range chunk of a corpus file (a compressed file is one chunk, streamed), so memory per
 actor is bounded by the chunk size whatever the corpus size, and each chunk's randomness is seeded by (seed, chunk
-index): the same seed gives the same instances whatever the number of actors. The driver writes the shards in chunk
-order, so the output is byte-identical too.
+index). The actor that built a chunk writes it as shard ``part-<chunk>.parquet`` (row groups of
+``data.row_group_rows``, the unit training reads and shuffles): the same seed gives byte-identical shards whatever
+the number of actors, and the driver only sees a row of counts per chunk, so its memory does not grow with the data.
 
 Before Ray starts, the first MB of the corpus is sniffed: a corpus whose shape does not fit the processor (``bert``
 on one document a line, ``cls`` without ``label<TAB>text``) fails at once with the counts and the fix.
@@ -13,17 +14,18 @@ from __future__ import annotations
 
 import gc
 import json
-import shutil
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from uer_ray.data.corpus import RepairLog, expand_paths, open_binary, plan_chunks, read_chunk
+from uer_ray import storage
+from uer_ray.config import ON_WORKER
+from uer_ray.data.corpus import RepairLog, expand_paths, file_size, open_binary, plan_chunks, read_chunk
+from uer_ray.errors import UserError
 from uer_ray.registry import PROCESSORS
 from uer_ray.tokenizers import build_tokenizer
 
@@ -32,7 +34,7 @@ VOCAB = "vocab.txt"
 TGT_VOCAB = "tgt_vocab.txt"
 
 
-class CorpusShapeError(ValueError):
+class CorpusShapeError(UserError):
     """The corpus does not have the shape the chosen processor reads; the message says how to fix it."""
 
 
@@ -57,29 +59,33 @@ class RepairCollector:
 
 
 class InstanceBuilder:
-    """Ray Data actor: loads the tokenizer once, then turns chunk descriptors into instance tables."""
+    """Ray Data actor: loads the tokenizer once, then turns each chunk into a Parquet shard that it writes to storage
+    itself (``part-<chunk>.parquet``); only a row of counts per chunk goes back to the driver."""
 
-    def __init__(self, tokenizer: dict, processor: dict, seed: int, max_line_chars: int, collector):
+    def __init__(self, tokenizer: dict, processor: dict, seed: int, max_line_chars: int, out_dir: str,
+                 row_group_rows: int, secrets: dict, collector):
         from uer_ray.registry import TOKENIZERS
+        from uer_ray.runtime import apply_secrets
 
+        apply_secrets(secrets)
         # Only the two components are re-validated here (not the whole job: its model check is the driver's).
-        tok_cfg = TOKENIZERS.get(tokenizer["name"]).Config.model_validate(tokenizer)
+        tok_cfg = TOKENIZERS.get(tokenizer["name"]).Config.model_validate(tokenizer, context=ON_WORKER)
         proc_cls = PROCESSORS.get(processor["name"])
         self.tokenizer = build_tokenizer(tok_cfg)
-        self.processor = proc_cls(proc_cls.Config.model_validate(processor), self.tokenizer.vocab)
+        self.processor = proc_cls(proc_cls.Config.model_validate(processor, context=ON_WORKER), self.tokenizer.vocab)
         self.seed = seed
         self.max_line_bytes = max_line_chars * 4  # UTF-8: at most 4 bytes a character
+        self.out_dir, self.row_group_rows = out_dir, row_group_rows
         self.collector = collector
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        tables = []
-        for i in range(len(batch["index"])):
-            chunk = {"index": int(batch["index"][i]), "path": str(batch["path"][i]), "start": int(batch["start"][i]),
-                     "end": int(batch["end"][i]), "whole": bool(batch["whole"][i])}
-            tables.append(self._build(chunk))
-        return pa.concat_tables(tables)
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        written = [self._build({"index": int(batch["index"][i]), "path": str(batch["path"][i]),
+                                "start": int(batch["start"][i]), "end": int(batch["end"][i]),
+                                "whole": bool(batch["whole"][i])})
+                   for i in range(len(batch["index"]))]
+        return {"chunk": np.array([w[0] for w in written], np.int64), "rows": np.array([w[1] for w in written], np.int64)}
 
-    def _build(self, chunk: dict) -> pa.Table:
+    def _build(self, chunk: dict) -> tuple[int, int]:
         log = RepairLog()
         wheres: list[str] = []
         docs: list[list[str]] = []
@@ -95,39 +101,17 @@ class InstanceBuilder:
             table, totals = self.processor.build([], np.random.default_rng(0)), {}
         finally:
             gc.enable()
+        if table.num_rows:
+            filesystem, path = storage.resolve(storage.join(self.out_dir, shard_name(chunk["index"])))
+            pq.write_table(table, path, filesystem=filesystem, compression="zstd", row_group_size=self.row_group_rows)
         totals = {**totals,
                   "bytes_done": chunk["end"] - chunk["start"], "chunks_done": 1, "instances": table.num_rows}
         ray.get(self.collector.add.remote(log.to_dict(), totals))
-        return table.append_column("chunk", pa.array([chunk["index"]] * table.num_rows, pa.int32()))
+        return chunk["index"], table.num_rows
 
 
-class ShardWriter:
-    """Rolls Parquet shards at ``shard_rows`` rows; names are stable so reruns overwrite byte-for-byte."""
-
-    def __init__(self, out_dir: Path, shard_rows: int):
-        self.out_dir, self.shard_rows = out_dir, shard_rows
-        self.writer: pq.ParquetWriter | None = None
-        self.rows_in_shard = 0
-        self.files: list[str] = []
-
-    def write(self, table: pa.Table) -> None:
-        while table.num_rows:
-            if self.writer is None:
-                name = f"part-{len(self.files):05d}.parquet"
-                self.files.append(name)
-                self.writer = pq.ParquetWriter(self.out_dir / name, table.schema, compression="zstd")
-                self.rows_in_shard = 0
-            take = min(table.num_rows, self.shard_rows - self.rows_in_shard)
-            self.writer.write_table(table.slice(0, take))
-            self.rows_in_shard += take
-            table = table.slice(take)
-            if self.rows_in_shard >= self.shard_rows:
-                self.close()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+def shard_name(chunk: int) -> str:
+    return f"part-{chunk:05d}.parquet"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -233,7 +217,7 @@ def preprocess(job, progress=print, stats: bool = False, progress_every: float =
     ``stats=True`` also prints :func:`uer_ray.data.stats.dataset_stats` of the result (and stores it in the
     manifest under ``stats``).
     """
-    from ray.data import ActorPoolStrategy, DataContext
+    from ray.data import ActorPoolStrategy
 
     started = time.time()
     name = job.data.processor.name
@@ -248,25 +232,28 @@ def preprocess(job, progress=print, stats: bool = False, progress_every: float =
     for c in chunks:
         c.setdefault("whole", False)
     out_dir = job.dataset_dir
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
+    storage.delete(out_dir)
+    storage.makedirs(out_dir)
     progress(f"preprocess: {len(files)} file(s), {total_bytes / 2**20:.1f} MB in {len(chunks)} chunk(s), "
              f"processor {name}, starting Ray Data")
 
     from uer_ray.runtime import init_ray
 
     init_ray(job.run)
-    DataContext.get_current().execution_options.preserve_order = True  # deterministic shard contents
+    from uer_ray.runtime import secrets_from_env
+
     collector = RepairCollector.remote()
     actors = min(job.data.tokenize_actors or _cluster_cpus(), len(chunks))
-    data = ray.data.from_items(chunks, override_num_blocks=len(chunks)).map_batches(
+    written = ray.data.from_items(chunks, override_num_blocks=len(chunks)).map_batches(
         InstanceBuilder,
         fn_constructor_kwargs={
             "tokenizer": job.tokenizer.model_dump(mode="json"),
             "processor": job.data.processor.model_dump(mode="json"),
             "seed": job.data.seed,
             "max_line_chars": job.data.max_line_chars,
+            "out_dir": out_dir,
+            "row_group_rows": job.data.row_group_rows,
+            "secrets": secrets_from_env(),
             "collector": collector,
         },
         batch_size=1,
@@ -275,21 +262,19 @@ def preprocess(job, progress=print, stats: bool = False, progress_every: float =
         compute=ActorPoolStrategy(min_size=1, max_size=actors, initial_size=actors),
         num_cpus=job.data.tokenize_cpus,
     )
-    writer = ShardWriter(out_dir, job.data.shard_rows)
     stop = threading.Event()
     reporter = threading.Thread(
         target=_progress_loop, args=(collector, total_bytes, started, stop, progress, progress_every), daemon=True
     )
     reporter.start()
-    instances = 0
+    shards: dict[int, int] = {}
     try:
-        for table in data.iter_batches(batch_size=None, batch_format="pyarrow"):
-            writer.write(table.drop_columns(["chunk"]))
-            instances += table.num_rows
+        for batch in written.iter_batches(batch_size=None, batch_format="numpy"):
+            shards.update(zip(batch["chunk"].tolist(), batch["rows"].tolist()))
     finally:
         stop.set()
         reporter.join()
-        writer.close()
+    instances = sum(shards.values())
     summary = ray.get(collector.summary.remote())
     ray.kill(collector)
     totals = summary["totals"]
@@ -300,11 +285,11 @@ def preprocess(job, progress=print, stats: bool = False, progress_every: float =
             f"check the corpus shape and the repair counts {summary['repairs']['counts']}"
         )
     tokenizer = build_tokenizer(job.tokenizer)
-    tokenizer.vocab.save(out_dir / VOCAB)  # training and checkpoints read the vocabulary from the dataset
+    save_vocab(tokenizer.vocab, storage.join(out_dir, VOCAB))  # training and checkpoints read it from the dataset
     extra = {}
     if getattr(job.data.processor, "tgt_tokenizer", None) is not None:
         tgt = build_tokenizer(job.data.processor.tgt_tokenizer)
-        tgt.vocab.save(out_dir / TGT_VOCAB)
+        save_vocab(tgt.vocab, storage.join(out_dir, TGT_VOCAB))
         extra = {"tgt_tokenizer": tgt.fingerprint, "tgt_vocab_size": tgt.vocab_size}
     seconds = time.time() - started
     for key in ("bytes_done", "bytes_read", "chunks_done", "instances"):
@@ -324,7 +309,8 @@ def preprocess(job, progress=print, stats: bool = False, progress_every: float =
         "instances": instances,
         **totals,
         "repairs": summary["repairs"],
-        "shards": writer.files,
+        "shards": [shard_name(chunk) for chunk, rows in sorted(shards.items()) if rows],
+        "shard_rows": [rows for _, rows in sorted(shards.items()) if rows],
         "seconds": round(seconds, 2),
         "mb_per_s": round(total_bytes / 2**20 / max(seconds, 1e-9), 3),
     }
@@ -333,21 +319,41 @@ def preprocess(job, progress=print, stats: bool = False, progress_every: float =
         if single / totals["documents"] >= 0.5:
             progress(f"WARNING corpus shape: {single:,} of {totals['documents']:,} documents have one sentence; "
                      f"processor '{name}' needs multi-sentence documents (use processor mlm, or one sentence a line)")
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+    storage.write_json(storage.join(out_dir, MANIFEST), manifest)
     if summary["repairs"]["counts"]:
-        progress(f"preprocess: repaired or skipped: {summary['repairs']['counts']} (examples in {out_dir / MANIFEST})")
+        progress(f"preprocess: repaired or skipped: {summary['repairs']['counts']} (examples in "
+                 f"{storage.join(out_dir, MANIFEST)})")
     progress(f"preprocess: {instances:,} instances from {total_bytes / 2**20:.1f} MB in {seconds:.1f}s "
              f"({manifest['mb_per_s']} MB/s) -> {out_dir}")
     if stats:
         from uer_ray.data.stats import dataset_stats
 
         manifest["stats"] = dataset_stats(out_dir, progress=progress)
-        (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+        storage.write_json(storage.join(out_dir, MANIFEST), manifest)
     return manifest
 
 
-def read_manifest(dataset_dir: Path) -> dict:
-    path = Path(dataset_dir) / MANIFEST
-    if not path.is_file():
+def read_manifest(dataset_dir: str) -> dict:
+    path = storage.join(dataset_dir, MANIFEST)
+    if not storage.exists(path):
         raise FileNotFoundError(f"no {MANIFEST} in {dataset_dir}: run `launch.py preprocess` first")
-    return json.loads(path.read_text())
+    return storage.read_json(path)
+
+
+def dataset_is_current(job) -> bool:
+    """Whether ``job.dataset_dir`` holds what preprocessing ``job`` would write (same corpus files and sizes,
+    processor, tokenizer and seed): datasets are deterministic, so it need not be made again."""
+    if not storage.exists(storage.join(job.dataset_dir, MANIFEST)):
+        return False
+    manifest = read_manifest(job.dataset_dir)
+    files = expand_paths(job.data.corpus)
+    return (manifest.get("corpus") == files and manifest.get("seed") == job.data.seed
+            and manifest.get("processor") == job.data.processor.model_dump(mode="json")
+            and manifest.get("tokenizer") == build_tokenizer(job.tokenizer).fingerprint
+            and manifest.get("corpus_bytes") == sum(file_size(path) for path in files))
+
+
+def save_vocab(vocab, location: str) -> None:
+    with storage.staging_dir() as directory:
+        vocab.save(directory / VOCAB)
+        storage.write_bytes(location, (directory / VOCAB).read_bytes())

@@ -1,30 +1,27 @@
 """Statistics of a preprocessed dataset: instance count, token-length histogram, UNK rate, repaired/skipped counts."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from uer_ray.data.preprocess import MANIFEST, VOCAB
+from uer_ray import storage
+from uer_ray.data.preprocess import VOCAB, read_manifest
 from uer_ray.tokenizers import UNK
 
 
-def dataset_stats(dataset_dir: str | Path, bins: int = 8, progress=print) -> dict:
+def dataset_stats(dataset_dir: str, bins: int = 8, progress=print) -> dict:
     """Read the shards one row group at a time (bounded memory) and print one summary; returns the numbers."""
-    dataset_dir = Path(dataset_dir)
-    manifest = json.loads((dataset_dir / MANIFEST).read_text())
-    with open(dataset_dir / VOCAB, encoding="utf-8") as f:
-        unk_id = next(i for i, line in enumerate(f) if line.rstrip("\n") == UNK)
+    manifest = read_manifest(dataset_dir)
+    vocab = storage.read_text(storage.join(dataset_dir, VOCAB)).split("\n")
+    unk_id = vocab.index(UNK)
     seq_length = int(manifest.get("seq_length") or 512)
     edges = np.linspace(0, seq_length, bins + 1).astype(int)
     hist = np.zeros(bins, dtype=np.int64)
     instances = tokens = unk = 0
     labels: dict[str, dict[int, int]] = {}
     for shard in manifest["shards"]:
-        parquet = pq.ParquetFile(dataset_dir / shard)
+        parquet = pq.ParquetFile(storage.open_input_file(storage.join(dataset_dir, shard)))
         for group in range(parquet.num_row_groups):
             table = parquet.read_row_group(group)
             lengths = pc.list_value_length(table.column("src")).to_numpy(zero_copy_only=False)

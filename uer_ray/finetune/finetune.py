@@ -1,71 +1,192 @@
-"""Fine-tune stage (a task head on a pre-trained encoder, dev metric per epoch, best model kept, test at the end) and
-batch inference with Ray Data."""
+"""Fine-tune stage: a task head on a pre-trained (or fresh) encoder, trained on Ray Train; the dev metric each epoch
+picks the best model, published atomically at ``<finetune_dir>/best``; the best model is tested at the end.
+
+On the driver, before any worker starts (``prepare``): the checkpoint's model and tokenizer are adopted (options the
+user set that contradict it are refused, naming the key), every split is read and tokenized (bad rows reported), and
+the data is written to the run's storage for the workers.
+"""
 from __future__ import annotations
 
-import json
-import shutil
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
-import ray
-import ray.train
+import torch.distributed as dist
 
-from uer_ray.data.collate import column_array
+from uer_ray import storage
+from uer_ray.errors import UserError
+from uer_ray.finetune.data import features_location, read_split, read_written, write_split
+from uer_ray.finetune.tasks.base import Task, TaskData
 from uer_ray.registry import TASKS
 from uer_ray.tokenizers import build_tokenizer
-from uer_ray.train.checkpoint import VOCAB, load_config, load_weights, unwrap
-from uer_ray.train.loop import Stage, all_reduce_sums
+from uer_ray.train.checkpoint import checkpoint_tokenizer, load_config, load_weights, save_checkpoint
+from uer_ray.train.data_position import ParquetSource, batches_per_epoch, eval_range
+from uer_ray.train.stage import RESULT, Plan, Stage
 from uer_ray.train.trainer import fit
 
-
-def task_batch(table) -> dict:
-    import torch
-
-    batch = {"src": column_array(table, "src", 0), "seg": column_array(table, "seg", 0)}
-    if "label" in table.column_names:
-        batch["label"] = column_array(table, "label", 0)
-    return {k: torch.from_numpy(v) for k, v in batch.items()}
+BEST = "best"
 
 
+@dataclass
+class Prepared:
+    task: Task
+    data: dict[str, TaskData]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------------------------------------------------
+def adopt_pretrained(job) -> None:
+    """Fine-tuning a checkpoint: its model and tokenizer configs replace the job's; model options the user set to
+    other values than the checkpoint's are refused."""
+    from uer_ray.config import ModelConfig
+
+    saved = load_config(job.finetune.pretrained)
+    contradictions = _contradictions(job.model, saved["model"], "model")
+    if contradictions:
+        raise UserError(f"{contradictions[0]} (the pre-trained checkpoint {job.finetune.pretrained} fixes the model; "
+                        f"leave the option out or change finetune.pretrained)")
+    tokenizer = checkpoint_tokenizer(job.finetune.pretrained)
+    if tokenizer is None:
+        raise UserError(f"{job.finetune.pretrained}: the checkpoint records no tokenizer")
+    if job.tokenizer is not None and job.tokenizer.name != tokenizer["name"]:
+        raise UserError(f"tokenizer.name: {job.tokenizer.name!r} contradicts the checkpoint's {tokenizer['name']!r}")
+    job.tokenizer = tokenizer
+    job.model = ModelConfig.model_validate({**saved["model"], "uer_config": None})
+
+
+def _contradictions(model, saved: dict, prefix: str) -> list[str]:
+    """``key: value contradicts the checkpoint's value`` for every option the user set explicitly."""
+    found = []
+    for key in sorted(model.model_fields_set - {"targets", "uer_config", "vocab_size"}):
+        value, theirs = getattr(model, key), saved.get(key)
+        if hasattr(value, "model_fields_set") and isinstance(theirs, dict):
+            found += _contradictions(value, theirs, f"{prefix}.{key}")
+            continue
+        mine = value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+        if mine != theirs:
+            found.append(f"{prefix}.{key}: {mine!r} contradicts the checkpoint's {theirs!r}")
+    return found
+
+
+def check_encoder_weights(task: Task, job) -> None:
+    """Every embedding and encoder weight of the model must come from the checkpoint."""
+    from safetensors import safe_open
+
+    from uer_ray.train.checkpoint import WEIGHTS
+
+    path = storage.local_path(storage.join(storage.resolve_published(job.finetune.pretrained), WEIGHTS))
+    with safe_open(str(path), "pt") as f:
+        saved = set(f.keys())
+    needed = [k for k in task.build_model(job.model).state_dict() if k.startswith(("embedding.", "encoder."))]
+    missing = [k for k in needed if k not in saved]
+    if missing:
+        raise UserError(f"{job.finetune.pretrained}: the checkpoint lacks {len(missing)} of the model's "
+                        f"{len(needed)} encoder weights (e.g. {', '.join(missing[:3])}): it was made for another model")
+
+
+def prepare(job, progress=print) -> Prepared:
+    """Adopt the checkpoint, build the task, read and check every split; nothing runs on Ray yet."""
+    if not job.finetune.train_path:
+        raise UserError("invalid config: finetune.train_path: required")
+    if job.finetune.pretrained:
+        adopt_pretrained(job)
+    if job.tokenizer is None:
+        raise UserError("invalid config: tokenizer: required to fine-tune from scratch (e.g. {name: bert, vocab_path: vocab.txt})")
+    tokenizer = build_tokenizer(job.tokenizer)
+    if job.model.vocab_size is None:
+        job.model.vocab_size = tokenizer.vocab_size
+    task = TASKS.get(job.finetune.task.name)(job.finetune.task, tokenizer, job.finetune.seq_length)
+    data = {"train": read_split(task, job.finetune.train_path, job.finetune.max_bad_fraction, progress)}
+    task.fit_labels(data["train"])
+    for split in ("dev", "test"):
+        path = getattr(job.finetune, f"{split}_path")
+        if path:
+            data[split] = read_split(task, path, job.finetune.max_bad_fraction, progress)
+    if job.finetune.pretrained:
+        check_encoder_weights(task, job)
+    return Prepared(task, data)
+
+
+def stage_inputs(job, prepared: Prepared) -> dict:
+    """Write the splits (and, for remote storage, the inputs only the driver can read) to the run's storage."""
+    data_dir = storage.join(job.finetune_dir, "data")
+    fingerprints = {split: write_split(data, storage.join(data_dir, split)) for split, data in prepared.data.items()}
+    if storage.is_uri(job.run.storage_path):
+        _upload_local_inputs(job, storage.join(job.finetune_dir, "inputs"))
+    return {"train_rows": prepared.data["train"].features.num_rows, "data_fingerprint": fingerprints["train"],
+            "splits": sorted(prepared.data)}
+
+
+def _upload_local_inputs(job, inputs: str) -> None:
+    """Workers on other nodes cannot read the driver's disk: local vocabularies and checkpoints go to storage."""
+    tokenizer = job.tokenizer.model_dump(mode="json")
+    for key in ("vocab_path", "spm_model_path"):
+        if tokenizer.get(key) and not storage.is_uri(tokenizer[key]):
+            target = storage.join(inputs, storage.name(tokenizer[key]))
+            storage.write_bytes(target, storage.read_bytes(tokenizer[key]))
+            setattr(job.tokenizer, key, target)
+    if job.finetune.pretrained and not storage.is_uri(job.finetune.pretrained):
+        target = storage.join(inputs, "pretrained")
+        storage.copy_dir(storage.resolve_published(job.finetune.pretrained), target)
+        job.finetune.pretrained = target
+
+
+def finetune(job, prepared: Prepared | None = None, fresh: bool = False, progress=print) -> dict:
+    """Fine-tune, keep the best dev model in ``<finetune_dir>/best``, test it; returns the final metrics."""
+    prepared = prepared or prepare(job, progress)
+    stage_args = stage_inputs(job, prepared)
+    fit(job, FinetuneStage, "finetune", stage_args, keep=1, fresh=fresh, progress=progress)
+    result = storage.read_json(storage.join(job.finetune_dir, RESULT))
+    best = storage.join(job.finetune_dir, BEST)
+    tested = ", ".join(f"{k}={v:.4f}" for k, v in result.items() if k.startswith("test_") and isinstance(v, float))
+    progress(f"finetune: best model -> {best}" + (f"; {tested}" if tested else ""))
+    return {**result, "best_dir": best}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Workers
+# ---------------------------------------------------------------------------------------------------------------------
 class FinetuneStage(Stage):
     job_type = "finetune"
 
-    def __init__(self, job, rank, world_size, train_rows: int):
-        super().__init__(job, rank, world_size)
+    def __init__(self, job, rank, world_size, **stage_args):
+        super().__init__(job, rank, world_size, **stage_args)
         self.tokenizer = build_tokenizer(job.tokenizer)
         self.task = TASKS.get(job.finetune.task.name)(job.finetune.task, self.tokenizer, job.finetune.seq_length)
-        self.steps_per_epoch = max(1, (train_rows // world_size) // job.finetune.batch_size)
+        self.data_dir = storage.join(job.finetune_dir, "data")
+        self.splits = stage_args["splits"]
 
-    @property
-    def hparams(self):
-        return self.job.finetune
+    @classmethod
+    def hparams_of(cls, job):
+        return job.finetune
 
-    @property
-    def total_steps(self) -> int:
-        return self.job.finetune.epochs * self.steps_per_epoch
+    @classmethod
+    def plan_of(cls, job, train_rows: int, data_fingerprint: str, splits=()) -> Plan:
+        hp = job.finetune
+        per_epoch = batches_per_epoch(train_rows, job.run.num_workers, hp.batch_size) // hp.grad_accum_steps
+        if per_epoch == 0:
+            raise UserError(f"finetune.train_path has {train_rows} rows: fewer than run.num_workers x batch_size x "
+                            f"grad_accum_steps ({job.run.num_workers} x {hp.batch_size} x {hp.grad_accum_steps})")
+        return Plan(hp.epochs * per_epoch, per_epoch, per_epoch, data_fingerprint)
 
-    @property
-    def report_every(self) -> int:
-        return self.steps_per_epoch
+    @classmethod
+    def output_of(cls, job, **stage_args) -> str:
+        return job.finetune_dir
 
     def build_model(self):
-        return self.task.build_model(self.job.model)
+        return self.task.build_model(self.job.model, self.tokenizer.vocab)
 
     def initialise(self, model) -> None:
         if self.job.finetune.pretrained:
-            missing = load_weights(self.job.finetune.pretrained, model, strict=False)
+            missing, _ = load_weights(self.job.finetune.pretrained, model, strict=False)
             if self.rank == 0:
                 print(f"[finetune] encoder from {self.job.finetune.pretrained}; new: {', '.join(missing)}", flush=True)
 
-    def _iterate(self, split: str, drop_last: bool):
-        shard = ray.train.get_dataset_shard(split)
-        for table in shard.iter_batches(batch_size=self.job.finetune.batch_size, batch_format="pyarrow", drop_last=drop_last):
-            yield task_batch(table)
+    def train_source(self):
+        return ParquetSource([features_location(storage.join(self.data_dir, "train"))])
 
-    def batches(self, epoch, skip):
-        for index, batch in enumerate(self._iterate("train", drop_last=True)):
-            if index >= skip:
-                yield batch
+    def collate(self, table, position):
+        return self.task.collate(table)
 
     def step(self, model, batch):
         return self.task.loss(model, batch)
@@ -73,147 +194,83 @@ class FinetuneStage(Stage):
     def summarise(self, sums):
         return self.task.summarise(sums, "train_")
 
-    def _score(self, model, split: str) -> dict[str, float]:
-        import torch
-
-        sums = {"loss": 0.0, "correct": 0.0, "count": 0.0}
-        with torch.no_grad():
-            for batch in self._iterate(split, drop_last=False):
-                _, stats = self.task.loss(unwrap(model), batch)
-                for key in sums:
-                    sums[key] += stats[key]
-        return self.task.summarise(all_reduce_sums(sums, "cpu"), f"{split}_")
-
-    def evaluate(self, model):
-        if not self.job.finetune.dev_path:
+    def evaluate(self, model, step):
+        if "dev" not in self.splits:
             return {}
         metrics = self._score(model, "dev")
-        return {**metrics, "dev_metric": metrics[f"dev_{self.task.metric}"]}
+        return {**{f"dev_{k}": v for k, v in metrics.items()}, "dev_metric": metrics[self.task.metric]}
+
+    def keep_best(self, model, metrics, step):
+        if self.rank == 0:
+            with storage.staging_dir() as directory:
+                save_checkpoint(directory, model, self.checkpoint_config(), self.tokenizer.vocab)
+                storage.publish_dir(directory, storage.join(self.output_dir, BEST))
 
     def finish(self, model):
-        return self._score(model, "test") if self.job.finetune.test_path else {}
+        best = storage.join(self.output_dir, BEST)
+        if "dev" in self.splits and storage.exists(storage.resolve_published(best)):
+            load_weights(best, model)
+        elif self.rank == 0:  # no dev set: the last model is the one kept
+            self.keep_best(model, {}, 0)
+        if "test" not in self.splits:
+            return {}
+        return {f"test_{k}": v for k, v in self._score(model, "test", write_predictions=True).items()}
+
+    def _score(self, model, split: str, write_predictions: bool = False) -> dict[str, float]:
+        """Every row of the split scored exactly once across the ranks, then the task's metric on all of them."""
+        location = storage.join(self.data_dir, split)
+        source = ParquetSource([features_location(location)])
+        start, stop = eval_range(source.rows, self.rank, self.world_size)
+        outputs = self._predict(model, source.read_rows(start, stop))
+        outputs = concat_outputs(_gather(outputs))
+        data = read_written(location)
+        if write_predictions and self.rank == 0:
+            with storage.staging_dir() as directory:
+                path = directory / f"{split}_predictions{self.task.prediction_suffix}"
+                self.task.write_predictions(outputs, data, path)
+                storage.write_bytes(storage.join(self.output_dir, path.name), path.read_bytes())
+        return self.task.score(outputs, data)
+
+    def _predict(self, model, table) -> list[dict[str, np.ndarray]]:
+        device = next(model.parameters()).device
+        size = self.hparams.batch_size * 2
+        outputs = []
+        for begin in range(0, table.num_rows, size):
+            batch = {k: v.to(device) for k, v in self.task.collate(table.slice(begin, size)).items()}
+            outputs.append(self.task.predict(model, batch))
+        return outputs
 
     def checkpoint_config(self):
-        return {
-            "model": self.job.model.model_dump(mode="json", exclude={"uer_config"}),
-            "tokenizer": self.job.tokenizer.model_dump(mode="json"),
-            "finetune": self.job.finetune.model_dump(mode="json"),
-        }
+        return {"model": self.job.model.model_dump(mode="json", exclude={"uer_config"}),
+                "tokenizer": self.job.tokenizer.model_dump(mode="json"),
+                "finetune": self.job.finetune.model_dump(mode="json")}
 
     def vocab(self):
         return self.tokenizer.vocab
 
 
-def checkpoint_tokenizer(checkpoint_dir: Path, saved: dict) -> dict:
-    """The tokenizer config saved with a checkpoint, reading the vocabulary copy inside the checkpoint."""
-    tokenizer = dict(saved["tokenizer"])
-    if "vocab_path" in tokenizer and (Path(checkpoint_dir) / VOCAB).is_file():
-        tokenizer["vocab_path"] = str(Path(checkpoint_dir) / VOCAB)
-    return tokenizer
+def _gather(outputs: list) -> list:
+    """Every rank's list of output batches, concatenated in rank order."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return outputs
+    everyone = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, outputs)
+    return [batch for rank_outputs in everyone for batch in rank_outputs]
 
 
-def adopt_pretrained(job) -> None:
-    """Fine-tuning a checkpoint: its model and tokenizer configs replace the job's (the vocab must match)."""
-    from uer_ray.config import ModelConfig
+def concat_outputs(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Batches of row-aligned outputs -> one array per key; per-token outputs of different widths are right-padded
+    (with -1 for integers, -inf for floats) to the widest."""
+    if not batches:
+        return {}
+    out = {}
+    for key in batches[0]:
+        arrays = [b[key] for b in batches]
+        if arrays[0].ndim > 1:
+            width = max(a.shape[1] for a in arrays)
+            fill = -1 if np.issubdtype(arrays[0].dtype, np.integer) else -np.inf
+            arrays = [np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2), constant_values=fill)
+                      for a in arrays]
+        out[key] = np.concatenate(arrays)
+    return out
 
-    saved = load_config(job.finetune.pretrained)
-    job.tokenizer = checkpoint_tokenizer(job.finetune.pretrained, saved)
-    job.model = ModelConfig.model_validate({**saved["model"], "uer_config": None})
-
-
-def prepare(job):
-    """Validate the data files and build the task; returns (task, {split: table})."""
-    if not job.finetune.train_path:
-        raise ValueError("finetune.train_path is required")
-    if job.finetune.pretrained:
-        adopt_pretrained(job)
-    tokenizer = build_tokenizer(job.tokenizer)
-    if job.model.vocab_size is None:
-        job.model.vocab_size = tokenizer.vocab_size
-    task_cfg = job.finetune.task
-    task = TASKS.get(task_cfg.name)(task_cfg, tokenizer, job.finetune.seq_length)
-    tables = {"train": task.read(job.finetune.train_path)}
-    if task_cfg.labels_num is None:
-        task_cfg.labels_num = task.infer_labels(tables["train"])
-    for split in ("dev", "test"):
-        path = getattr(job.finetune, f"{split}_path")
-        if path:
-            tables[split] = task.read(path)  # labels checked against labels_num, now known
-    return task, tables
-
-
-def finetune(job, prepared: tuple | None = None, progress=print) -> dict:
-    """Fine-tune, keep the best dev checkpoint in ``<finetune_dir>/best``, return the final metrics.
-    ``prepared``: what ``prepare(job)`` returned, when the caller already read the data."""
-    _, tables = prepared or prepare(job)
-    datasets = {split: ray.data.from_arrow(table) for split, table in tables.items()}
-    result = fit(
-        job, FinetuneStage, "finetune", datasets, keep=1, progress=progress,
-        stage_args={"train_rows": tables["train"].num_rows},
-    )
-    best_dir = job.finetune_dir / "best"
-    if best_dir.exists():
-        shutil.rmtree(best_dir)
-    shutil.copytree(result.checkpoint.path, best_dir)
-    metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
-    (job.finetune_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    progress(f"finetune: best model -> {best_dir}; " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("test_")))
-    return {**metrics, "best_dir": str(best_dir)}
-
-
-def load_finetuned(checkpoint_dir: Path):
-    """(task, model in eval mode) from a fine-tuned checkpoint."""
-    from uer_ray.config import build_config
-
-    saved = load_config(checkpoint_dir)
-    if "finetune" not in saved:
-        raise ValueError(f"{checkpoint_dir} is a pre-training checkpoint; a fine-tuned one is needed")
-    job = build_config({
-        "tokenizer": checkpoint_tokenizer(checkpoint_dir, saved),
-        "model": {**saved["model"], "uer_config": None},
-        "finetune": {"task": saved["finetune"]["task"], "seq_length": saved["finetune"]["seq_length"]},
-    })
-    task = TASKS.get(job.finetune.task.name)(job.finetune.task, build_tokenizer(job.tokenizer), job.finetune.seq_length)
-    model = task.build_model(job.model)
-    load_weights(checkpoint_dir, model)
-    return task, model.eval()
-
-
-class Predictor:
-    """Ray Data actor: loads a fine-tuned checkpoint once, predicts batches."""
-
-    def __init__(self, checkpoint_dir: str):
-        self.task, self.model = load_finetuned(Path(checkpoint_dir))
-
-    def __call__(self, table):
-        import pyarrow as pa
-        import torch
-
-        with torch.no_grad():
-            labels, probs = self.task.predict(self.model, task_batch(table))
-        return pa.table({"line": table.column("line"), "label": labels.astype(np.int32), "prob": probs.max(-1).astype(np.float32)})
-
-
-def infer(job, checkpoint_dir: Path, input_path: Path, output_path: Path, progress=print) -> Path:
-    """Predict a TSV (``text_a`` [+ ``text_b``]; a ``label`` column is ignored) -> ``label<TAB>prob`` per row."""
-    import pyarrow as pa
-
-    task, _ = load_finetuned(Path(checkpoint_dir))
-    table = task.read(input_path, labelled=False)
-    predictions = ray.data.from_arrow(table).map_batches(
-        Predictor,
-        fn_constructor_kwargs={"checkpoint_dir": str(checkpoint_dir)},
-        batch_size=job.finetune.batch_size,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=job.run.num_workers),
-        num_cpus=job.run.cpus_per_worker,
-    )
-    result = pa.concat_tables(ray.get(predictions.to_arrow_refs())).sort_by("line")
-    output_path = Path(output_path)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(output_path, "w", encoding="utf-8") as f:
-        f.write("label\tprob\n")
-        for label, prob in zip(result.column("label").to_pylist(), result.column("prob").to_pylist()):
-            f.write(f"{label}\t{prob:.4f}\n")
-    progress(f"infer: {result.num_rows} predictions -> {output_path}")
-    return output_path

@@ -77,18 +77,19 @@ def build_model(cfg, vocab=None) -> UERModel:
     return UERModel(cfg, vocab)
 
 
-def load_model(checkpoint_dir: str | Path) -> UERModel:
-    """A pre-trained model from a uer-ray checkpoint directory, in eval mode."""
+def load_model(checkpoint: str | Path) -> UERModel:
+    """A pre-trained model from a uer-ray checkpoint directory (local or in storage), in eval mode."""
+    from uer_ray import storage
     from uer_ray.config import ModelConfig
-    from uer_ray.train.checkpoint import load_config, load_weights
+    from uer_ray.train.checkpoint import VOCAB, load_config, load_weights
 
-    cfg = ModelConfig.model_validate(load_config(checkpoint_dir)["model"])
+    checkpoint = storage.resolve_published(str(checkpoint))
+    cfg = ModelConfig.model_validate(load_config(checkpoint)["model"])
     vocab = None
     if cfg.subencoder is not None:  # the subencoder decomposes the checkpoint's own vocabulary
         from uer_ray.tokenizers import Vocab
-        from uer_ray.train.checkpoint import VOCAB
 
-        vocab = Vocab.load(Path(checkpoint_dir) / VOCAB)
+        vocab = Vocab.load(storage.local_path(storage.join(checkpoint, VOCAB)))
     model = UERModel(cfg, vocab)
-    load_weights(checkpoint_dir, model)
+    load_weights(checkpoint, model)
     return model.eval()

@@ -1,57 +1,63 @@
-"""Checkpoints that never execute code: ``model.safetensors`` + ``config.json`` (+ ``vocab.txt``) + ``train_state.pt``
-(optimizer, scheduler, step, data position; loaded with ``weights_only=True``). Written to a temp dir, then renamed.
+"""A model checkpoint directory that never executes code: ``model.safetensors`` + ``config.json`` (+ ``vocab.txt``).
+
+Training checkpoints add their state beside these (``train/checkpointer.py``). Directories are written fresh (a local
+temp dir that Ray Train uploads, or one published atomically with ``storage.publish_dir``), never overwritten in place.
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_model, save_model
 
+from uer_ray import storage
+
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 VOCAB = "vocab.txt"
-TRAIN_STATE = "train_state.pt"
+TRAIN_STATE_JSON = "trainer_state.json"
 
 
-def save_checkpoint(directory: Path, model: torch.nn.Module, config: dict, vocab=None, train_state: dict | None = None) -> Path:
-    """``config``: ``{"model": ..., "tokenizer": ..., ...}`` as JSON-able dicts."""
+def save_checkpoint(directory: Path, model: torch.nn.Module, config: dict, vocab=None) -> Path:
+    """Write the model into ``directory`` (a fresh local directory). ``config``: ``{"model": ..., "tokenizer": ...}``
+    as JSON-able dicts."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory.parent))
-    save_model(unwrap(model), str(tmp / WEIGHTS))  # handles tied (shared) tensors
-    (tmp / CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False, default=str))
+    directory.mkdir(parents=True, exist_ok=True)
+    save_model(unwrap(model), str(directory / WEIGHTS))  # handles tied (shared) tensors
+    (directory / CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False, default=str))
     if vocab is not None:
-        vocab.save(tmp / VOCAB)
-    if train_state is not None:
-        torch.save(train_state, tmp / TRAIN_STATE)
-    if directory.exists():
-        shutil.rmtree(directory)
-    os.replace(tmp, directory)
+        vocab.save(directory / VOCAB)
     return directory
 
 
-def load_weights(directory: Path, model: torch.nn.Module, strict: bool = True) -> list[str]:
-    """Load weights into ``model``; returns the missing keys when not strict (e.g. a fresh fine-tuning head)."""
-    missing, unexpected = load_model(unwrap(model), str(Path(directory) / WEIGHTS), strict=strict)
-    return list(missing)
+def load_weights(directory: str | Path, model: torch.nn.Module, strict: bool = True) -> tuple[list[str], list[str]]:
+    """Load weights into ``model`` from a checkpoint (local or in storage); returns (missing, unexpected) keys."""
+    path = storage.local_path(str(directory)) / WEIGHTS
+    missing, unexpected = load_model(unwrap(model), str(path), strict=strict)
+    return list(missing), list(unexpected)
 
 
-def load_config(directory: Path) -> dict:
-    path = Path(directory) / CONFIG
-    if not path.is_file():
-        raise FileNotFoundError(f"not a uer-ray checkpoint (no {CONFIG}): {directory}")
-    return json.loads(path.read_text())
-
-
-def load_train_state(directory: Path) -> dict | None:
-    path = Path(directory) / TRAIN_STATE
-    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+def load_config(location: str | Path) -> dict:
+    location = storage.resolve_published(str(location))
+    path = storage.join(location, CONFIG)
+    if not storage.exists(path):
+        raise FileNotFoundError(f"not a uer-ray checkpoint (no {CONFIG}): {location}")
+    return storage.read_json(path)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    model = getattr(model, "_orig_mod", model)  # torch.compile
     return model.module if hasattr(model, "module") else model
+
+
+def checkpoint_tokenizer(location: str) -> dict | None:
+    """The tokenizer config saved with a checkpoint, its vocabulary read from the checkpoint's own copy."""
+    location = storage.resolve_published(str(location))
+    saved = load_config(location).get("tokenizer")
+    if not saved:
+        return None
+    tokenizer = dict(saved)
+    if "vocab_path" in tokenizer and storage.exists(storage.join(location, VOCAB)):
+        tokenizer["vocab_path"] = storage.join(location, VOCAB)
+    return tokenizer

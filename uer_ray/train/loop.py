@@ -1,243 +1,197 @@
-"""The one ``train_loop_per_worker`` for pre-training and fine-tuning: a plain loop (torchtitan's habit), parameterised
-by a ``Stage`` that says what is optimised, from which batches, and how it is evaluated.
+"""The one training loop for pre-training and fine-tuning, a plain loop (torchtitan's habit) over small parts:
+data position (``data_position.py``), precision and accumulation (``precision.py``), schedule (``optim.py``),
+checkpoints (``checkpointer.py``), metrics (``metrics.py``); a ``Stage`` says what is optimised.
 
-Every rank makes the same number of steps and reports at the same steps (``ray.train.report`` is a barrier); rank 0
-writes checkpoints and logs to W&B.
+Every rank takes the same steps and reports at the same steps (``ray.train.report`` is a barrier). Checkpoints are
+made every ``checkpoint_every`` steps and at the end whatever ``report_every`` is; rank 0 logs to W&B and prints the
+progress line.
 """
 from __future__ import annotations
 
-import math
-import tempfile
 import time
-from abc import ABC, abstractmethod
-from collections import defaultdict
-from pathlib import Path
-from typing import Iterator
 
 import ray.train
 import ray.train.torch
 import torch
-from torch import nn
+import torch.distributed as dist
 
-from uer_ray.train.checkpoint import load_train_state, load_weights, save_checkpoint, unwrap
+from uer_ray import storage
 
-
-class Stage(ABC):
-    """What a run optimises. Subclasses: pre-training (``train/pretrain.py``), fine-tuning (``finetune/``)."""
-
-    job_type: str
-
-    def __init__(self, job, rank: int, world_size: int):
-        self.job, self.rank, self.world_size = job, rank, world_size
-
-    # optimisation settings -------------------------------------------------------------------------------------
-    @property
-    @abstractmethod
-    def hparams(self):
-        """An object with lr, weight_decay, warmup, grad_clip, seed."""
-
-    @property
-    @abstractmethod
-    def total_steps(self) -> int: ...
-
-    @property
-    @abstractmethod
-    def report_every(self) -> int: ...
-
-    # model and data ----------------------------------------------------------------------------------------------
-    @abstractmethod
-    def build_model(self) -> nn.Module: ...
-
-    def initialise(self, model: nn.Module) -> None:
-        """Warm start when there is no checkpoint to resume from (e.g. load pre-trained weights)."""
-
-    @abstractmethod
-    def batches(self, epoch: int, skip: int) -> Iterator[dict[str, torch.Tensor]]:
-        """This rank's training batches for ``epoch``, after skipping ``skip`` already-trained ones."""
-
-    @abstractmethod
-    def step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss to minimise and additive statistics (sums) for the report."""
-
-    @abstractmethod
-    def summarise(self, sums: dict[str, float]) -> dict[str, float]:
-        """Statistics summed over a report window -> metrics (means, accuracies)."""
-
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """Metrics on held-out data at each report (all ranks call it)."""
-        return {}
-
-    def should_checkpoint(self, step: int, metrics: dict[str, float], final: bool) -> bool:
-        """Without a dev metric (which keeps the best model), when to checkpoint."""
-        return final
-
-    def checkpoint_config(self) -> dict:
-        return {}
-
-    def finish(self, model: nn.Module) -> dict[str, float]:
-        """Final metrics once training ends, given the best model (e.g. its test accuracy)."""
-        return {}
-
-    def vocab(self):
-        return None
-
-
-def linear_schedule(warmup_steps: int, total_steps: int):
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    return factor
-
-
-def make_optimizer(model: nn.Module, hp) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        # Biases and norm gains are not decayed (BERT's recipe).
-        (no_decay if param.ndim < 2 else decay).append(param)
-    groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=hp.lr)
-
-
-def all_reduce_sums(sums: dict[str, float], device) -> dict[str, float]:
-    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
-        return dict(sums)
-    keys = sorted(sums)
-    values = torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64, device=device)
-    torch.distributed.all_reduce(values)
-    return dict(zip(keys, values.tolist()))
+from uer_ray.train.checkpoint import unwrap
+from uer_ray.train.checkpointer import (
+    TrainerState, check_resume, layout, restore_checkpoint, seed_everything, write_checkpoint,
+)
+from uer_ray.train.data_position import Prefetcher, rank_batches
+from uer_ray.train.metrics import Meter
+from uer_ray.train.optim import Schedule, make_optimizer
+from uer_ray.train.precision import Precision
+from uer_ray.train.stage import RESULT, Stage
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
-    from uer_ray.config import JobConfig
-    from uer_ray.tracking import Tracker
+    from uer_ray.config import ON_WORKER, JobConfig
+    from uer_ray.runtime import apply_secrets
 
-    job = JobConfig.model_validate_json(loop_config["job"])
+    apply_secrets(loop_config.get("secrets", {}))
+    job = JobConfig.model_validate_json(loop_config["job"], context=ON_WORKER)
     context = ray.train.get_context()
-    rank, world_size = context.get_world_rank(), context.get_world_size()
-    stage: Stage = loop_config["stage"](job, rank, world_size, **loop_config.get("stage_args", {}))
-    hp = stage.hparams
-    torch.manual_seed(hp.seed + rank)
-    device = ray.train.torch.get_device()
+    stage = loop_config["stage"](job, context.get_world_rank(), context.get_world_size(), **loop_config["stage_args"])
+    Trainer(stage, ray.train.torch.get_device()).run()
 
-    model = stage.build_model()
-    optimizer = make_optimizer(model, hp)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, linear_schedule(int(hp.warmup * stage.total_steps), stage.total_steps)
-    )
-    position = {"step": 0, "epoch": 0, "batch_in_epoch": 0}
-    best: dict = {"metric": None, "state": None}
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
+
+class Trainer:
+    def __init__(self, stage: Stage, device: torch.device):
+        self.stage, self.device, self.hp, self.plan = stage, device, stage.hparams, stage.plan
+        self.rank, self.world = stage.rank, stage.world_size
+        seed_everything(self.hp.seed + self.rank)
+        model = stage.build_model()
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            stage.initialise(model)
+        self.model = ray.train.torch.prepare_model(model)
+        if self.hp.compile:
+            self.model = torch.compile(self.model)
+        self.optimizer = make_optimizer(self.model, self.hp, device)
+        self.precision = Precision(self.hp.precision, device, self.hp.grad_accum_steps, self.hp.grad_clip)
+        self.schedule = Schedule(self.hp, self.plan.total_steps)
+        self.state = self._restore(checkpoint)
+        self.meter = Meter(device, self.world, self.state.step, *stage.flops(self.device))
+        self.tracker = self._tracker() if self.rank == 0 else None
+        self.stopped = False
+
+    def _restore(self, checkpoint) -> TrainerState:
+        now = layout(self.hp, self.world, self.plan.total_steps, self.plan.data_fingerprint)
+        if checkpoint is None:
+            return TrainerState(layout=now)
         with checkpoint.as_directory() as directory:
-            load_weights(directory, model)
-            state = load_train_state(directory)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        position = state["position"]
-        best["metric"] = state.get("best_metric")
-        best["state"] = _cpu_copy(model)
-    else:
-        stage.initialise(model)
-    model = ray.train.torch.prepare_model(model)
+            state = restore_checkpoint(directory, self.rank, unwrap(self.model), self.optimizer, self.precision)
+        check_resume(state, now, self.hp)
+        state.layout = now
+        if self.rank == 0:
+            print(f"[{self.stage.job_type}] resumed at step {state.step} (epoch {state.epoch}, batch {state.batch})",
+                  flush=True)
+        return state
 
-    tracker = None
-    if rank == 0:
-        tracker = Tracker(job.tracking, job.run.name, stage.job_type, job.model_dump(mode="json"), job.run_dir / "wandb")
-        if checkpoint:
-            print(f"[{stage.job_type}] resumed at step {position['step']} (epoch {position['epoch']})", flush=True)
+    def _tracker(self):
+        from uer_ray.tracking import Tracker, wandb_location
 
-    def report(metrics: dict, keep: bool) -> None:
-        if keep and "dev_metric" in metrics:
-            best["metric"] = metrics["dev_metric"]
-            best["state"] = _cpu_copy(unwrap(model))
-        if tracker:
-            tracker.log(metrics, step=position["step"])
-            print(f"[{stage.job_type}] " + " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()), flush=True)
-        if keep and rank == 0:
-            with tempfile.TemporaryDirectory() as tmp:
-                train_state = {
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "position": position,
-                    "best_metric": best["metric"],
-                }
-                save_checkpoint(Path(tmp) / "ckpt", model, stage.checkpoint_config(), stage.vocab(), train_state)
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(Path(tmp) / "ckpt"))
-        else:
-            ray.train.report(metrics)
+        job = self.stage.job
+        return Tracker(job.tracking, job.run.name, self.stage.job_type, job.model_dump(mode="json"),
+                       wandb_location(job.tracking, job.run_dir), run_id=self.state.run_id)
 
-    sums: dict[str, float] = defaultdict(float)
-    window_start, window_tokens = time.time(), 0
-    model.train()
-    while position["step"] < stage.total_steps:
-        epoch_steps = 0
-        for batch in stage.batches(position["epoch"], position["batch_in_epoch"]):
-            epoch_steps += 1
-            batch = {k: v.to(device) for k, v in batch.items()}
-            loss, stats = stage.step(model, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            position["step"] += 1
-            position["batch_in_epoch"] += 1
+    # the loop --------------------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        stage = self.stage
+        batches = Prefetcher(
+            rank_batches(stage.train_source(), self.hp.seed, self.rank, self.world, self.hp.batch_size,
+                         stage.job.train.shuffle_window, self.state.position),
+            depth=stage.job.train.prefetch,
+            transform=lambda item: (item[1], stage.collate(item[2], item[0])),
+        )
+        if self.rank == 0:
+            print(f"[{stage.job_type}] global batch {self.hp.batch_size} x {self.world} worker(s) x "
+                  f"{self.hp.grad_accum_steps} accumulation = {self.hp.batch_size * self.world * self.hp.grad_accum_steps}"
+                  f", {self.plan.total_steps} steps, precision {self.hp.precision}", flush=True)
+        try:
+            self.model.train()
+            while self.state.step < self.plan.total_steps and not self.stopped:
+                self._optimizer_step(batches)
+                self._after_step()
+        finally:
+            batches.close()
+        self._finish()
+
+    def _optimizer_step(self, batches: Prefetcher) -> None:
+        started = time.perf_counter()
+        self.schedule.apply(self.optimizer, self.state.step)
+        stats_total: dict[str, float] = {}
+        tokens = samples = 0
+        for micro in range(self.hp.grad_accum_steps):
+            following, batch = next(batches)
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            with self.precision.autocast():
+                loss, stats = self.stage.step(self.model, batch)
+            self.precision.backward(self.model, loss, last_micro_batch=micro == self.hp.grad_accum_steps - 1)
             for key, value in stats.items():
-                sums[key] += value
-            window_tokens += int((batch["src"] > 0).sum())
-            done = position["step"] >= stage.total_steps
-            if position["step"] % stage.report_every == 0 or done:
-                elapsed = time.time() - window_start
-                metrics = {
-                    "step": position["step"],
-                    "epoch": position["epoch"],
-                    **stage.summarise(sums),
-                    "lr": scheduler.get_last_lr()[0],
-                    "tokens_per_s": window_tokens * world_size / max(elapsed, 1e-9),
-                }
-                model.eval()
-                metrics.update(stage.evaluate(model))
-                model.train()
-                if "dev_metric" in metrics:  # keep the best model on held-out data
-                    keep = best["metric"] is None or metrics["dev_metric"] > best["metric"]
-                else:
-                    keep = stage.should_checkpoint(position["step"], metrics, done)
-                report(metrics, keep)
-                sums.clear()
-                window_start, window_tokens = time.time(), 0
-            if done:
-                break
-        else:
-            if epoch_steps == 0 and position["batch_in_epoch"] == 0:
-                raise RuntimeError(
-                    f"rank {rank} got no training batch in epoch {position['epoch']}: the dataset has fewer rows "
-                    f"than workers x batch_size ({world_size} x {stage.hparams.batch_size})"
-                )
-            position["epoch"] += 1
-            position["batch_in_epoch"] = 0
-            continue
-        break
+                stats_total[key] = stats_total.get(key, 0.0) + value
+            tokens += self.stage.tokens(batch)
+            samples += len(batch["src"])
+            self.state.advance(following)
+        grad_norm = self.precision.step(self.model, self.optimizer)
+        self.state.step += 1
+        self.meter.add(stats_total, tokens, samples, grad_norm, time.perf_counter() - started)
 
-    if best["state"] is not None:
-        unwrap(model).load_state_dict(best["state"])
-    model.eval()
-    final = stage.finish(unwrap(model))
-    if final:
-        if tracker:
-            tracker.summary(final)
-            print(f"[{stage.job_type}] final " + " ".join(f"{k}={_fmt(v)}" for k, v in final.items()), flush=True)
-        report({"step": position["step"], **final}, keep=True)
-    if tracker:
-        tracker.finish()
+    def _after_step(self) -> None:
+        step, plan = self.state.step, self.plan
+        report = step % plan.report_every == 0 or step >= plan.total_steps
+        metrics = {"step": step}
+        if report:
+            metrics.update(self._window_metrics())
+            metrics.update(self._evaluate())  # may stop the run early
+            if self.tracker:
+                self.tracker.log(metrics, step=step)
+                print(self.meter.progress_line(self.stage.job_type, step, plan.total_steps, metrics), flush=True)
+        checkpoint = step % plan.checkpoint_every == 0 or step >= plan.total_steps or self.stopped
+        if report or checkpoint:
+            self._report(metrics, checkpoint)
+
+    def _window_metrics(self) -> dict:
+        sums, speed = self.meter.reduce()
+        self.state.tokens += int(speed.pop("_tokens"))
+        self.state.samples += int(speed.pop("_samples"))
+        return {"epoch": self.state.epoch, **self.stage.summarise(sums), "lr": self.schedule.lr(self.state.step - 1),
+                **speed, "tokens": self.state.tokens, "samples": self.state.samples}
+
+    def _evaluate(self) -> dict:
+        self.model.eval()
+        with torch.no_grad():
+            metrics = self.stage.evaluate(unwrap(self.model), self.state.step)
+        self.model.train()
+        if "dev_metric" in metrics:
+            best = self.state.best_metric
+            if best is None or metrics["dev_metric"] > best:
+                self.state.best_metric, self.state.stale_evaluations = metrics["dev_metric"], 0
+                self.stage.keep_best(unwrap(self.model), metrics, self.state.step)
+            else:
+                self.state.stale_evaluations += 1
+            patience = getattr(self.hp, "early_stopping", None)
+            if patience and self.state.stale_evaluations >= patience:
+                self.stopped = True
+                metrics["early_stopped"] = 1
+            metrics["best_dev_metric"] = self.state.best_metric
+        return metrics
+
+    def _report(self, metrics: dict, checkpoint: bool) -> None:
+        if not checkpoint:
+            ray.train.report(metrics)
+            return
+        with storage.staging_dir("uer-ckpt-") as directory:
+            write_checkpoint(directory, self.rank, self.model, self.optimizer, self.precision, self.state,
+                             self.stage.checkpoint_config(), self.stage.vocab())
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(directory)))
+
+    def _finish(self) -> None:
+        model = unwrap(self.model)
+        model.eval()
+        with torch.no_grad():
+            final = self.stage.finish(model)
+        nodes = _gather(ray.get_runtime_context().get_node_id())
+        if self.rank == 0:
+            result = {"step": self.state.step, "tokens": self.state.tokens, "samples": self.state.samples,
+                      "best_dev_metric": self.state.best_metric, "early_stopped": self.stopped, **final,
+                      "worker_nodes": nodes}
+            storage.write_json(storage.join(self.stage.output_dir, RESULT), result)
+        if self.tracker:
+            if final:
+                self.tracker.summary(final)
+                print(f"[{self.stage.job_type}] final " + " ".join(f"{k}={v:.4g}" for k, v in final.items()), flush=True)
+            self.tracker.finish()
 
 
-def _cpu_copy(model: nn.Module) -> dict:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
-def _fmt(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) and not math.isnan(value) else str(value)
+def _gather(value) -> list:
+    """``value`` of every rank, in rank order."""
+    if not dist.is_initialized():
+        return [value]
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -28,9 +28,10 @@ from torch import nn
 
 from uer_ray.data.collate import column_array
 from uer_ray.data.corpus import RepairLog
+from uer_ray.errors import UserError
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A downstream data file that cannot be used as it is; the message names the file and line."""
 
 
@@ -140,6 +141,7 @@ class Task:
     implement read / build_model / loss / predict / score / write_predictions."""
 
     metric: str = "acc"
+    prediction_suffix: str = ".tsv"  # the prediction file's format (UER-py's: TSV, or JSON for QA)
     pad_values: dict[str, int] = {}  # list columns padded with these (default 0); "src" is padded with [PAD]
 
     def __init__(self, cfg, tokenizer, seq_length: int):
@@ -148,6 +150,13 @@ class Task:
     # reading -------------------------------------------------------------------------------------------------------
     def read(self, path: Path, labelled: bool = True) -> TaskData:
         raise NotImplementedError
+
+    def corpus_lines(self, path: Path) -> Iterator[str]:
+        """The file's text as a pre-training corpus, one example a line (UER's further pre-training on task text);
+        the default reads a TSV's ``text_a`` and ``text_b`` columns."""
+        columns, _ = read_tsv(path, ("text_a",), ("text_b",), RowIssues(path))
+        for i, text in enumerate(columns["text_a"]):
+            yield text + (columns["text_b"][i] if "text_b" in columns else "")
 
     def fit_labels(self, train: TaskData) -> None:
         """Settle what the training data decides (e.g. the label count) before dev and test are read."""
