@@ -203,6 +203,7 @@ class OptimConfig(StrictModel):
     weight_decay: float = Field(0.01, ge=0)  # never on biases and norms
     scheduler: Literal["linear", "cosine", "constant", "inverse_sqrt", "polynomial"] = "linear"
     warmup: float = Field(0.1, ge=0, lt=1)  # fraction of the optimizer steps
+    warmup_steps: int | None = Field(None, ge=0)  # instead of the fraction: a schedule then independent of total_steps
     power: float = Field(1.0, gt=0)  # polynomial decay's exponent
     min_lr_ratio: float = Field(0.0, ge=0, le=1)  # decaying schedules end at lr x this
     batch_size: int = Field(32, gt=0)  # per worker and micro-batch

@@ -1,67 +1,85 @@
-"""Checkpoints: safetensors + JSON + train state loaded with weights_only; no pickle executes on load."""
+"""Checkpoints: safetensors + JSON + tensors loaded with weights_only; a resume restores weights, optimizer and every
+random stream exactly; no pickle executes on load."""
 from __future__ import annotations
 
+import json
 import pickle
+import random
 
+import numpy as np
 import pytest
 import torch
 
-from uer_ray.config import build_config
+from conftest import batch, tiny_job
 from uer_ray.models.model import build_model
 from uer_ray.tokenizers import Vocab
-from uer_ray.train.checkpoint import load_config, load_train_state, load_weights, save_checkpoint
-from uer_ray.train.loop import linear_schedule, make_optimizer
+from uer_ray.train.checkpoint import load_config, load_weights, save_checkpoint
+from uer_ray.train.checkpointer import (
+    OPTIMIZER, TrainerState, restore_checkpoint, rng_file, seed_everything, write_checkpoint,
+)
+from uer_ray.train.optim import make_optimizer
+from uer_ray.train.precision import Precision
+
+VOCAB = Vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"t{i}" for i in range(45)])
 
 
-def tiny_model(vocab_size=50):
-    spec = {
-        "model": {
-            "vocab_size": vocab_size, "hidden_size": 32, "max_seq_length": 16,
-            "encoder": {"layers_num": 1, "heads_num": 2, "feedforward_size": 64},
-        },
-        "data": {"processor": {"name": "bert", "seq_length": 16}},
-    }
-    cfg = build_config(spec).model
-    return cfg, build_model(cfg)
-
-
-def test_round_trip_keeps_weights_ties_and_state(tmp_path):
-    cfg, model = tiny_model()
-    optimizer = make_optimizer(model, build_config({}).train)
-    model(dict(src=torch.randint(5, 50, (2, 8)), seg=torch.ones(2, 8, dtype=torch.long),
-               tgt_mlm=torch.randint(5, 50, (2, 8)), tgt_sp=torch.tensor([0, 1])))["loss"].backward()
+def trained_step(model, optimizer):
+    optimizer.zero_grad(set_to_none=True)
+    model(batch())["loss"].backward()
     optimizer.step()
-    vocab = Vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"t{i}" for i in range(45)])
-    save_checkpoint(tmp_path / "ckpt", model, {"model": cfg.model_dump(mode="json")}, vocab,
-                    {"optimizer": optimizer.state_dict(), "position": {"step": 3}})
-    names = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
-    assert names == ["config.json", "model.safetensors", "train_state.pt", "vocab.txt"]
 
-    _, again = tiny_model()
+
+def test_model_round_trip_keeps_weights_and_ties(tmp_path):
+    job = tiny_job()
+    model = build_model(job.model)
+    save_checkpoint(tmp_path / "ckpt", model, {"model": job.model.model_dump(mode="json")}, VOCAB)
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors", "vocab.txt"]
+    again = build_model(job.model)
     load_weights(tmp_path / "ckpt", again)
     for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
         assert torch.equal(a, b), name
     # The MLM output layer stays tied to the word embedding after loading.
     assert again.targets["mlm"].linear_2.weight is again.embedding.word_weight
-    assert load_train_state(tmp_path / "ckpt")["position"] == {"step": 3}
     assert load_config(tmp_path / "ckpt")["model"]["hidden_size"] == 32
 
 
-def test_train_state_refuses_code(tmp_path):
+def test_resume_restores_optimizer_and_random_streams(tmp_path, tiny):
+    job, _ = tiny  # no dropout: the two updates below compare optimizer states, not random masks
+    seed_everything(3)
+    model = build_model(job.model)
+    optimizer = make_optimizer(model, job.train, torch.device("cpu"))
+    precision = Precision("fp32", torch.device("cpu"), 1, 1.0)
+    trained_step(model, optimizer)
+    state = TrainerState(step=1, tokens=32, epoch=0, batch=1, layout={"workers": 2})
+    write_checkpoint(tmp_path / "ckpt", 0, model, optimizer, precision, state, {"model": {}}, VOCAB)
+    write_checkpoint(tmp_path / "ckpt", 1, model, optimizer, precision, state, {"model": {}}, VOCAB)
+    assert {"rng_rank0.pt", "rng_rank1.pt", OPTIMIZER, "trainer_state.json"} <= {p.name for p in (tmp_path / "ckpt").iterdir()}
+    expected = (random.random(), np.random.rand(), torch.rand(3))  # what the run draws next
+
+    seed_everything(99)  # a fresh process: other weights, other streams
+    other = build_model(job.model)
+    other_optimizer = make_optimizer(other, job.train, torch.device("cpu"))
+    restored = restore_checkpoint(tmp_path / "ckpt", 0, other, other_optimizer, precision)
+    assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(3), expected[2])
+    assert restored.step == 1 and restored.position.batch == 1 and restored.run_id == state.run_id
+    trained_step(model, optimizer)
+    trained_step(other, other_optimizer)  # the same update from the same optimizer state
+    for (name, a), (_, b) in zip(model.state_dict().items(), other.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert json.loads((tmp_path / "ckpt" / "trainer_state.json").read_text())["tokens"] == 32
+
+
+def test_checkpoint_tensors_refuse_code(tmp_path):
     class Boom:
         def __reduce__(self):
             return (print, ("pwned",))
 
-    (tmp_path / "ckpt").mkdir()
-    with open(tmp_path / "ckpt" / "train_state.pt", "wb") as f:
+    job = tiny_job()
+    model = build_model(job.model)
+    precision = Precision("fp32", torch.device("cpu"), 1, 1.0)
+    optimizer = make_optimizer(model, job.train, torch.device("cpu"))
+    write_checkpoint(tmp_path / "ckpt", 0, model, optimizer, precision, TrainerState(), {"model": {}}, VOCAB)
+    with open(tmp_path / "ckpt" / rng_file(0), "wb") as f:
         pickle.dump({"x": Boom()}, f)
     with pytest.raises(pickle.UnpicklingError):
-        load_train_state(tmp_path / "ckpt")
-
-
-def test_linear_schedule_warms_up_then_decays():
-    factor = linear_schedule(warmup_steps=10, total_steps=100)
-    assert factor(0) == pytest.approx(0.1)
-    assert factor(9) == pytest.approx(1.0)
-    assert factor(55) == pytest.approx(0.5)
-    assert factor(100) == 0.0
+        restore_checkpoint(tmp_path / "ckpt", 0, model, optimizer, precision)

@@ -77,7 +77,8 @@ def check_resume(saved: TrainerState, now: dict, hp) -> None:
             raise UserError(
                 f"total_steps is {now['total_steps']} but the run at step {saved.step} was scheduled for "
                 f"{was['total_steps']}: its learning rate would jump from {before:.3g} to {after:.3g}; keep "
-                f"total_steps, or use a schedule that does not depend on it (scheduler constant or inverse_sqrt)"
+                f"total_steps, or use a schedule that does not depend on it (scheduler constant or inverse_sqrt, "
+                f"with warmup_steps)"
             )
 
 

@@ -30,7 +30,7 @@ class Schedule:
 
     def __init__(self, hp, total_steps: int):
         self.name, self.total = hp.scheduler, total_steps
-        self.warmup_steps = int(hp.warmup * total_steps)
+        self.warmup_steps = hp.warmup_steps if hp.warmup_steps is not None else int(hp.warmup * total_steps)
         self.power, self.floor = hp.power, hp.min_lr_ratio
         self.base_lr = hp.lr
 
