@@ -1,21 +1,26 @@
-"""Downstream TSV reading: malformed rows are errors naming the file and line, never silently dropped."""
+"""The task contract's reading rules, for every TSV task: a bad row is skipped and counted with its line; a file
+is refused (an error naming the file and line) when its header, encoding or content cannot be used at all, or when
+too many of its rows are bad."""
 from __future__ import annotations
 
 import pytest
 
-from uer_ray.config import build_config
-from uer_ray.finetune.tasks import DataError
-from uer_ray.registry import TASKS
-from uer_ray.tokenizers import build_tokenizer
+from tests.finetune.sentence_tasks import make_task, skipped
+from uer_ray.finetune.tasks import DataError, TaskData
+
+TSV_TASKS = {  # a task config and a good labelled row with its header
+    "classification": ({"name": "classification", "labels_num": 2}, "label\ttext_a", "1\t很好"),
+    "multi_label": ({"name": "multi_label", "labels_num": 3}, "label\ttext_a", "0,2\t很好"),
+    "regression": ({"name": "regression"}, "label\ttext_a", "4.5\t很好"),
+    "dbqa": ({"name": "dbqa"}, "qid\tlabel\ttext_a\ttext_b", "7\t1\t好吗\t很好"),
+}
 
 
-@pytest.fixture()
-def task(data_dir):
-    job = build_config({
-        "tokenizer": {"name": "bert", "vocab_path": str(data_dir / "models" / "google_zh_vocab.txt")},
-        "finetune": {"task": {"name": "classification", "labels_num": 2}, "seq_length": 16},
-    })
-    return TASKS.get("classification")(job.finetune.task, build_tokenizer(job.tokenizer), job.finetune.seq_length)
+@pytest.fixture(params=sorted(TSV_TASKS))
+def case(request, data_dir):
+    config, header, row = TSV_TASKS[request.param]
+    task, _ = make_task(data_dir, config)
+    return task, header, row
 
 
 def write(tmp_path, text):
@@ -24,35 +29,58 @@ def write(tmp_path, text):
     return path
 
 
-def test_reads_single_sentences_and_pairs(task, data_dir, tmp_path):
-    table = task.read(data_dir / "datasets" / "test_data" / "book_review" / "train.tsv")
-    assert table.num_rows == 200 and set(table.column("label").to_pylist()) == {0, 1}
-    assert max(len(s) for s in table.column("src").to_pylist()) <= 16
-    pair = task.read(write(tmp_path, "label\ttext_a\ttext_b\n1\t今天天气很好\t明天也会很好，一定的\n"))
-    src, seg = pair.column("src")[0].as_py(), pair.column("seg")[0].as_py()
-    vocab = task.tokenizer.vocab
-    assert src[0] == vocab.cls_id and src.count(vocab.sep_id) == 2 and len(src) <= 16
-    assert seg == [1] * (src.index(vocab.sep_id) + 1) + [2] * (len(src) - src.index(vocab.sep_id) - 1)
+def test_good_rows_become_features_and_examples(case, tmp_path):
+    task, header, row = case
+    data = task.read(write(tmp_path, f"{header}\n{row}\n\n{row}\n"))  # a blank line is not a row
+    assert isinstance(data, TaskData) and data.issues.count == 0
+    assert data.features.column("feature_id").to_pylist() == data.examples.column("example_id").to_pylist() == [0, 1]
+    assert data.examples.column("line").to_pylist() == [2, 4]
+
+
+def test_a_row_with_a_wrong_column_count_is_skipped_and_counted(case, tmp_path):
+    task, header, row = case
+    data = task.read(write(tmp_path, f"{header}\n{row}\n{row}\textra\n{row}\n"))
+    assert data.features.num_rows == 2 and data.issues.count == 1
+    assert "data.tsv:3: expected" in skipped(data.issues) and "found" in data.issues.summary()
+    with pytest.raises(DataError, match=r"1 of 3 rows are unusable \(more than 10%\), so the file is refused: "
+                                        r".*data.tsv:3: expected"):
+        data.issues.check(data.features.num_rows, 0.1)
+    data.issues.check(data.features.num_rows, 0.5)
 
 
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("label\ttext_a\n1\tgood\n0\tbad\textra\n", "data.tsv:3: expected 2 tab-separated columns (label, text_a), found 3"),
-        ("label\ttext_a\n1\tgood\nx\tbad\n", "data.tsv:3: label 'x' is not an integer"),
-        ("label\ttext_a\n1\tgood\n2\tbad\n", "data.tsv:3: label 2 is outside 0..1"),
-        ("text\tlabel\n好\t1\n", "data.tsv:1: header ['text', 'label'] lacks column(s) text_a"),
+        ("text\tlabel\n好\t1\n", "data.tsv:1: header ['text', 'label'] lacks column(s)"),
         ("", "empty file"),
     ],
 )
-def test_bad_rows_name_the_line(task, tmp_path, text, message):
+def test_a_header_without_the_columns_or_an_empty_file_is_refused(case, tmp_path, text, message):
+    task, _, _ = case
     with pytest.raises(DataError) as error:
         task.read(write(tmp_path, text))
     assert message in str(error.value)
 
 
-def test_invalid_utf8_is_an_error(task, tmp_path):
+def test_a_file_of_bad_rows_only_is_refused(case, tmp_path):
+    task, header, row = case
+    data = task.read(write(tmp_path, f"{header}\n{row}\textra\n"))
+    with pytest.raises(DataError, match=r"no usable row \(data.tsv:2: expected"):
+        data.issues.check(data.features.num_rows, 0.1)
+
+
+def test_invalid_utf8_is_refused(case, tmp_path):
+    task, header, row = case
     path = tmp_path / "data.tsv"
-    path.write_bytes(b"label\ttext_a\n1\t\xff\xfe bad\n")
+    path.write_bytes(f"{header}\n".encode() + b"\xff\xfe" + row.encode() + b"\n")
     with pytest.raises(DataError, match="not valid UTF-8"):
         task.read(path)
+
+
+def test_unlabelled_files_need_no_label_column(case, tmp_path):
+    task, header, row = case
+    columns = header.split("\t")
+    keep = [i for i, column in enumerate(columns) if column != "label"]
+    text = "\t".join(columns[i] for i in keep) + "\n" + "\t".join(row.split("\t")[i] for i in keep) + "\n"
+    data = task.read(write(tmp_path, text), labelled=False)
+    assert data.features.num_rows == 1 and "label" not in data.features.column_names

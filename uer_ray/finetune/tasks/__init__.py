@@ -1,3 +1,4 @@
 """Downstream tasks, one file per family; importing this package registers them all (``TASKS``)."""
 from uer_ray.finetune.tasks.base import DataError, RowIssues, Task, TaskData  # noqa: F401
 from uer_ray.finetune.tasks import classification  # noqa: F401
+from uer_ray.finetune.tasks import ranking  # noqa: F401
