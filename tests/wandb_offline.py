@@ -43,3 +43,8 @@ def history(run_file: Path) -> list[dict]:
 
 def runs(root: Path) -> list[Path]:
     return sorted(Path(root).rglob("run-*.wandb"), key=lambda p: p.stat().st_mtime)
+
+
+def run_id(run_file: Path) -> str:
+    """The W&B run id of an offline run file (``run-<id>.wandb``)."""
+    return Path(run_file).stem.removeprefix("run-")
