@@ -180,17 +180,17 @@ def test_crf_matches_brute_force():
 def test_tiny_model_learns_and_predictions_round_trip(msra, label2id, tmp_path, crf):
     task, job = make_task({"name": "tagging", "label2id_path": label2id, "crf": crf}, SEQ)
     train_data, dev = task.read(msra / "train.tsv"), task.read(msra / "dev.tsv")
-    learnt = TaskData(train_data.features.slice(0, 48), train_data.examples.slice(0, 48), train_data.issues)
+    learnt = TaskData(train_data.features.slice(0, 32), train_data.examples.slice(0, 32), train_data.issues)
     torch.manual_seed(0)
     model = task.build_model(job.model)
     before = eval_loss(task, model, learnt.features)
-    train(task, model, learnt.features, steps=40, lr=5e-3)
-    assert eval_loss(task, model, learnt.features) < 0.6 * before
+    train(task, model, learnt.features, steps=40, lr=1e-2)
+    assert eval_loss(task, model, learnt.features) < 0.3 * before
 
     # sentences the model has fitted: real predictions with entities, right and wrong, some ill-formed
     outputs = predict_all(task, model, learnt.features)
     predicted = task.predicted_tags(outputs, learnt)
-    assert len(set().union(*map(entity_chunks, predicted))) > 20
+    assert len(set().union(*map(entity_chunks, predicted))) > 15
     gold = learnt.examples.column("tags").to_pylist()
     assert task.score(outputs, learnt) == entity_scores(gold, predicted)
     assert 0 < task.score(outputs, learnt)["f1"] < 1

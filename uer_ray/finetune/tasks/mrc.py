@@ -127,6 +127,21 @@ def windows(length: int, room: int, stride: int) -> Iterator[tuple[int, int]]:
         offset += min(size, stride)
 
 
+def best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, context_start: torch.Tensor,
+               context_len: torch.Tensor, max_answer_length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row, the span maximising log P(start) + log P(end) with both ends inside the context, end >= start and
+    at most ``max_answer_length`` tokens: (start, end, score), token positions. Exact, over every allowed pair."""
+    length = start_logits.size(1)
+    position = torch.arange(length, device=start_logits.device)
+    first = context_start.unsqueeze(1)
+    in_context = (position >= first) & (position < first + context_len.unsqueeze(1))
+    width = position.unsqueeze(0) - position.unsqueeze(1)  # [start, end] -> end - start
+    allowed = (width >= 0) & (width < max_answer_length) & in_context.unsqueeze(2) & in_context.unsqueeze(1)
+    pair = F.log_softmax(start_logits.float(), -1).unsqueeze(2) + F.log_softmax(end_logits.float(), -1).unsqueeze(1)
+    score, best = pair.masked_fill(~allowed, -torch.inf).flatten(1).max(1)
+    return best // length, best % length, score
+
+
 class SpanModel(Backbone):
     """Encoder + a linear layer giving each token a start and an end score; padding never scores."""
 
@@ -223,9 +238,11 @@ class ReadingComprehension(Task):
                 issues.repair(q.qid, "question_cut", f"{len(q.question)} characters cut to {self.cfg.max_query_length}")
             query = char_ids(self.tokenizer, list(q.question[: self.cfg.max_query_length]))
             context = context_ids.setdefault(q.context, char_ids(self.tokenizer, list(q.context)))
-            context_start = len(query) + 2
-            for offset, size in windows(len(context), self.seq_length - context_start - 1, self.cfg.doc_stride):
+            context_start, held = len(query) + 2, False
+            room = self.seq_length - context_start - 1
+            for offset, size in windows(len(context), room, self.cfg.doc_stride):
                 inside = offset <= q.start and q.end < offset + size
+                held |= inside
                 columns["example_id"].append(example_id)
                 columns["src"].append([vocab.cls_id, *query, vocab.sep_id, *context[offset : offset + size], vocab.sep_id])
                 columns["seg"].append([1] * context_start + [2] * (size + 1))
@@ -234,6 +251,9 @@ class ReadingComprehension(Task):
                 columns["context_len"].append(size)
                 columns["start_position"].append(q.start - offset + context_start if inside else 0)
                 columns["end_position"].append(q.end - offset + context_start if inside else 0)
+            if labelled and not held:
+                issues.repair(q.qid, "answer_in_no_window", f"the {q.end - q.start + 1}-character answer lies wholly "
+                              f"in no window ({room} characters, doc_stride {self.cfg.doc_stride}): learns [CLS] only")
         if not labelled:
             del columns["start_position"], columns["end_position"]
         arrays = {name: ids_array(v) if name in ("src", "seg") else pa.array(v, pa.int32()) for name, v in columns.items()}
@@ -252,20 +272,11 @@ class ReadingComprehension(Task):
 
     # evaluation ----------------------------------------------------------------------------------------------------
     def predict(self, model, batch):
-        """The best span of each window: inside the context, end >= start, at most ``max_answer_length`` long."""
         start_logits, end_logits = model(batch["src"], batch["seg"])
-        length = start_logits.size(1)
-        position = torch.arange(length, device=start_logits.device)
-        first = batch["context_start"].unsqueeze(1)
-        in_context = (position >= first) & (position < first + batch["context_len"].unsqueeze(1))
-        span = position.unsqueeze(0) - position.unsqueeze(1)  # [start, end] -> end - start
-        allowed = (span >= 0) & (span < self.cfg.max_answer_length)
-        allowed = allowed & in_context.unsqueeze(2) & in_context.unsqueeze(1)
-        pair = F.log_softmax(start_logits, -1).unsqueeze(2) + F.log_softmax(end_logits, -1).unsqueeze(1)
-        score, best = pair.masked_fill(~allowed, -torch.inf).flatten(1).max(1)
-        shift = (batch["doc_offset"] - batch["context_start"]).unsqueeze(1)
-        bounds = torch.stack([best // length, best % length], 1) + shift
-        return {"start": bounds[:, 0].cpu().numpy(), "end": bounds[:, 1].cpu().numpy(), "score": score.cpu().numpy()}
+        start, end, score = best_spans(start_logits, end_logits, batch["context_start"], batch["context_len"],
+                                       self.cfg.max_answer_length)
+        shift = batch["doc_offset"] - batch["context_start"]  # token position -> character offset in the context
+        return {"start": (start + shift).cpu().numpy(), "end": (end + shift).cpu().numpy(), "score": score.cpu().numpy()}
 
     def answers(self, outputs, data: TaskData) -> list[str]:
         """The predicted text of each question: its best-scoring window's span."""
