@@ -2,6 +2,7 @@
 1-layer transformer, a plain torch training loop and whole-split prediction (no Ray: the task contract alone)."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +30,20 @@ def make_task(task: dict, seq_length: int):
     return TASKS.get(task["name"])(job.finetune.task, tokenizer, seq_length), job
 
 
+@contextlib.contextmanager
+def one_thread():
+    """A tiny model on one thread: on a busy machine, syncing two threads per op costs 20x the work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def eval_loss(task, model, features: pa.Table) -> float:
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), one_thread():
         loss, _ = task.loss(model, task.collate(features))
     return float(loss)
 
@@ -42,20 +54,21 @@ def train(task, model, features: pa.Table, steps: int, batch_size: int = 16, lr:
     rng = np.random.default_rng(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
-    for _ in range(steps):
-        rows = rng.choice(features.num_rows, min(batch_size, features.num_rows), replace=False)
-        loss, sums = task.loss(model, task.collate(features.take(rows)))
-        assert np.isfinite(float(loss.detach())) and sums["count"] > 0
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    with one_thread():
+        for _ in range(steps):
+            rows = rng.choice(features.num_rows, min(batch_size, features.num_rows), replace=False)
+            loss, sums = task.loss(model, task.collate(features.take(rows)))
+            assert np.isfinite(float(loss.detach())) and sums["count"] > 0
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
 
 
 def predict_all(task, model, features: pa.Table, batch_size: int = 32) -> dict[str, np.ndarray]:
     """``predict`` over every feature in order, outputs concatenated (what the fine-tuning stage hands ``score``)."""
     model.eval()
     parts: dict[str, list] = {}
-    with torch.no_grad():
+    with torch.no_grad(), one_thread():
         for offset in range(0, features.num_rows, batch_size):
             for key, value in task.predict(model, task.collate(features.slice(offset, batch_size))).items():
                 parts.setdefault(key, []).append(value)

@@ -237,7 +237,9 @@ class ReadingComprehension(Task):
             if len(q.question) > self.cfg.max_query_length:
                 issues.repair(q.qid, "question_cut", f"{len(q.question)} characters cut to {self.cfg.max_query_length}")
             query = char_ids(self.tokenizer, list(q.question[: self.cfg.max_query_length]))
-            context = context_ids.setdefault(q.context, char_ids(self.tokenizer, list(q.context)))
+            if q.context not in context_ids:  # a paragraph's context is shared by its questions
+                context_ids[q.context] = char_ids(self.tokenizer, list(q.context))
+            context = context_ids[q.context]
             context_start, held = len(query) + 2, False
             room = self.seq_length - context_start - 1
             for offset, size in windows(len(context), room, self.cfg.doc_stride):
