@@ -42,20 +42,25 @@ class RowIssues:
     def __init__(self, path: Path | str):
         self.path = str(path)
         self.log = RepairLog()
+        self.repairs = RepairLog()  # rows kept after a change (cut, answer moved): counted, never refused
 
     def skip(self, line: int | str, reason: str, detail: str) -> None:
         self.log.add(reason, f"{Path(self.path).name}:{line}: {detail}")
+
+    def repair(self, line: int | str, reason: str, detail: str) -> None:
+        self.repairs.add(reason, f"{Path(self.path).name}:{line}: {detail}")
 
     @property
     def count(self) -> int:
         return sum(self.log.counts.values())
 
     def summary(self) -> str:
-        """One line, e.g. ``2 rows skipped: label_out_of_range 2 (train.tsv:5: label 7 is outside 0..1, ...)``."""
-        if not self.count:
-            return ""
-        parts = [f"{reason} {n} ({'; '.join(self.log.examples[reason][:2])})" for reason, n in sorted(self.log.counts.items())]
-        return f"{self.path}: {self.count} row(s) skipped: " + ", ".join(parts)
+        """One line, e.g. ``train.tsv: 2 row(s) skipped: label_out_of_range 2 (train.tsv:5: label 7 is outside 0..1;
+        ...); 1 repair(s): cut_to_seq_length 1 (...)``."""
+        lines = [f"{n} {what}: " + _describe(log) for n, what, log in
+                 ((self.count, "row(s) skipped", self.log), (sum(self.repairs.counts.values()), "repair(s)", self.repairs))
+                 if n]
+        return f"{self.path}: " + "; ".join(lines) if lines else ""
 
     def check(self, kept: int, max_bad_fraction: float) -> None:
         total = kept + self.count
@@ -166,11 +171,14 @@ class Task:
         raise NotImplementedError
 
     def collate(self, table: pa.Table) -> dict[str, torch.Tensor]:
-        """Every numeric column as a tensor: list columns padded (``pad_values``), floats stay float32."""
+        """Every numeric column as a tensor: list columns padded (``pad_values``; a list of lists to a 3-D tensor),
+        floats stay float32."""
         pads = {"src": self.tokenizer.vocab.pad_id, **self.pad_values}
         batch = {}
         for field in table.schema:
-            if _is_list(field.type):
+            if _is_list(field.type) and _is_list(field.type.value_type):
+                batch[field.name] = torch.from_numpy(pad_nested(table.column(field.name), pads.get(field.name, 0)))
+            elif _is_list(field.type):
                 batch[field.name] = torch.from_numpy(column_array(table, field.name, pads.get(field.name, 0)))
             elif pa.types.is_floating(field.type):
                 batch[field.name] = torch.from_numpy(table.column(field.name).to_numpy().astype(np.float32))
@@ -202,3 +210,27 @@ class Task:
 
 def _is_list(type_) -> bool:
     return pa.types.is_list(type_) or pa.types.is_large_list(type_)
+
+
+def _describe(log: RepairLog) -> str:
+    return ", ".join(f"{reason} {n} ({'; '.join(log.examples[reason][:2])})" for reason, n in sorted(log.counts.items()))
+
+
+def pad_nested(column: pa.ChunkedArray | pa.Array, pad_value: int) -> np.ndarray:
+    """``list<list<int>>`` (e.g. one token list per answer choice) -> (rows, most lists, longest list) int64."""
+    rows = column.to_pylist()
+    width = max((len(row) for row in rows), default=0)
+    length = max((len(item) for row in rows for item in row), default=0)
+    out = np.full((len(rows), width, length), pad_value, np.int64)
+    for i, row in enumerate(rows):
+        for j, item in enumerate(row):
+            out[i, j, : len(item)] = item
+    return out
+
+
+def char_ids(tokenizer, chars: list[str]) -> list[int]:
+    """One id per given character (never a subword split across them): the character's vocab id, else its
+    lower-cased form's when the tokenizer lower-cases (BERT uncased vocabularies hold no capitals), else [UNK]."""
+    ids, unk = tokenizer.vocab.token_ids, tokenizer.vocab.unk_id
+    lower = getattr(tokenizer, "do_lower_case", False)
+    return [ids.get(c, ids.get(c.lower(), unk) if lower else unk) for c in chars]
