@@ -9,8 +9,8 @@
 # Settings (environment):
 #   UER_PYTHON            python of the project's venv (default: <project>/.venv/bin/python); its bin/ goes first
 #                         on every node's PATH, so a job's `python launch.py ...` runs in that venv
-#   UER_CLUSTER_DIR       state, logs and Ray's temp dir (default /tmp/uer-cluster-$USER; keep it short: Ray's
-#                         socket paths live under it and Unix sockets allow ~107 characters)
+#   UER_CLUSTER_DIR       state, logs and the nodes' Ray temp dirs (default /tmp/uer-cluster-$USER; keep it short:
+#                         Ray's socket paths live under it and Unix sockets allow ~107 characters)
 #   UER_CLUSTER_WORKERS   worker nodes besides the head (default 2)
 #   UER_CLUSTER_CPUS      CPUs each node advertises (default 1)
 #   UER_CLUSTER_PORT      GCS port (default 6390, not Ray's 6379, to stay clear of a Redis or another Ray)
@@ -68,9 +68,12 @@ start_node() {
   local name="$1"; shift
   # UER_CLUSTER_ID marks every process of this cluster (inherited by raylets, workers, job drivers) so that stop
   # can find what a dead node left behind; the dashboard agent gets a free port, as its default (52365) is shared
-  # by every Ray node of the machine.
-  UER_CLUSTER_ID="$CLUSTER_ID" PATH="$BIN:$PATH" nohup "$BIN/ray" start --block \
-    --node-ip-address=127.0.0.1 --num-cpus="$CPUS" --num-gpus=0 --temp-dir="$DIR/ray" \
+  # by every Ray node of the machine. Each node has its own temp dir, as on separate machines: sharing one, a node
+  # that unpacks a job's working_dir replaces the copy another node's driver is running from. No drain on SIGTERM: it exists for Serve replicas (none here) and otherwise
+  # holds a node that kept idle workers for its full 30 s.
+  UER_CLUSTER_ID="$CLUSTER_ID" PATH="$BIN:$PATH" \
+    RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="${RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S:-0}" nohup "$BIN/ray" start --block \
+    --node-ip-address=127.0.0.1 --num-cpus="$CPUS" --num-gpus=0 --temp-dir="$DIR/$name" \
     --dashboard-agent-listen-port="$(free_port)" "$@" > "$DIR/$name.log" 2>&1 < /dev/null &
   echo $! > "$DIR/$name.pid"
 }

@@ -86,8 +86,9 @@ def s3_server(bucket: str = "uer-test"):
         endpoint = f"http://127.0.0.1:{port}"
         env = {
             "AWS_ENDPOINT_URL": endpoint,  # boto3 and pyarrow both read it
-            "AWS_ACCESS_KEY_ID": "testing",  # moto accepts any key; dummy values keep real credentials out
-            "AWS_SECRET_ACCESS_KEY": "testing",
+            # moto accepts any key; dummies keep real credentials out (long enough to be recognised as secrets)
+            "AWS_ACCESS_KEY_ID": "uer-harness-dummy-key-id",
+            "AWS_SECRET_ACCESS_KEY": "uer-harness-dummy-secret-key",
             "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_REGION": "us-east-1",
             "AWS_EC2_METADATA_DISABLED": "true",  # no 1-second probe of an instance-metadata service
@@ -155,17 +156,20 @@ class LocalCluster:
         """Delete the cluster's directory (logs, Ray's session files, the token)."""
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def leftover_pids(self) -> list[int]:
-        """Processes still carrying this cluster's UER_CLUSTER_ID (nodes, workers, job drivers)."""
+    def processes(self) -> dict[int, str]:
+        """pid -> command line of every process carrying this cluster's UER_CLUSTER_ID (nodes, workers, drivers)."""
         marker = f"UER_CLUSTER_ID={self.cluster_id}".encode()
-        found = []
+        found = {}
         for proc in Path("/proc").iterdir():
             try:
                 if proc.name.isdigit() and marker in (proc / "environ").read_bytes().split(b"\0"):
-                    found.append(int(proc.name))
+                    found[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:  # gone, or not ours
                 pass
         return found
+
+    def leftover_pids(self) -> list[int]:
+        return sorted(self.processes())
 
     def client_env(self) -> dict[str, str]:
         """What a client process (``ray`` CLI, ``launch.py submit``) needs to reach this cluster."""
@@ -192,6 +196,8 @@ class LocalCluster:
              "--filter", "state=ALIVE", "--format", "json", "--limit", "1000"],
             env=self.client_env(), capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
+        if done.stdout.startswith("No resource in the cluster"):  # the CLI's words for an empty list
+            return []
         return [actor["class_name"] for actor in json.loads(done.stdout)]
 
 
