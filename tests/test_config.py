@@ -27,7 +27,7 @@ def vocab(data_dir) -> str:
         ({"model": {"targets": {"mlmm": 1.0}}}, "unknown target 'mlmm'; known targets:"),
         ({"train": {"lr": "fast"}}, "train.lr: Input should be a valid number"),
         ({"data": {"processor": {"name": "bert", "seq_len": 64}}}, "data.processor.seq_len: unknown key"),
-        ({"tokenizer": {"name": "bert", "vocab_path": "/no/such/vocab.txt"}}, "tokenizer.vocab_path: Path does not point to a file"),
+        ({"tokenizer": {"name": "bert", "vocab_path": "/no/such/vocab.txt"}}, "tokenizer.vocab_path: not found: /no/such/vocab.txt"),
         ({"model": {"targets": {"mlm": 1.0, "sp": 1.0}}, "data": {"processor": "mlm"}}, "data processor 'mlm' cannot feed target(s) sp"),
         ({"model": {"hidden_size": 100, "encoder": {"name": "transformer", "heads_num": 3}}}, "hidden_size 100 is not divisible by encoder.heads_num 3"),
         ({"model": {"targets": {"mlm": -1.0}}}, "weight: Input should be greater than 0"),

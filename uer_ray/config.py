@@ -285,7 +285,8 @@ class TrackingConfig(StrictModel):
 
 class RunConfig(StrictModel):
     name: str = Field("uer-run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    storage_path: Location = "runs"  # a local path, NFS, or a URI (s3://bucket/runs, gs://...)
+    # A local path, NFS, or a URI (s3://bucket/runs, gs://...); the default is made absolute too.
+    storage_path: Location = Field("runs", validate_default=True)
     ray_address: str | None = None  # None: a local Ray started in-process
     num_workers: int = Field(2, ge=1)
     use_gpu: bool = False

@@ -109,7 +109,7 @@ def test_deterministic_bytes_and_actor_count(ray_session, vocab_path, corpora, t
     for run, (actors, cpus) in enumerate(((1, 0.5), (1, 0.5), (2, 0.5), (6, 1.0))):
         job = make_job(vocab_path, [corpora["paragraph"]], tmp_path / f"out{run}",
                        {"name": "bert", "masking": "static", "dup_factor": 2}, chunk_mb=0.03, tokenize_actors=actors,
-                       tokenize_cpus=cpus, shard_rows=700)
+                       tokenize_cpus=cpus, row_group_rows=100)
         manifest = preprocess(job, progress=lambda m: None)
         assert manifest["chunks"] > 3 and len(manifest["shards"]) > 1
         outputs.append({s: (tmp_path / f"out{run}" / s).read_bytes() for s in manifest["shards"]})
