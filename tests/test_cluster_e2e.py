@@ -1,8 +1,5 @@
 """uer-ray on a real 2-node Ray cluster (tests/cluster_harness.py): jobs go in through the Job Submission API only,
-as on a cloud cluster. Token auth is on, S3 is a moto server on loopback.
-
-Waiting on the integrator's storage layer (``run.storage_path`` as a URI) and placement option
-(``run.placement_strategy``): ``test_pipeline_with_storage_on_s3``. Everything else runs today."""
+as on a cloud cluster. Token auth is on, S3 is a moto server on loopback."""
 from __future__ import annotations
 
 import os
@@ -103,27 +100,33 @@ def test_tiny_pipeline_with_local_storage(cluster, data_dir, tmp_path_factory):
 
 
 def test_pipeline_with_storage_on_s3(cluster, s3, data_dir):
-    """preprocess -> pretrain (2 workers, one per node) -> finetune, every output in the bucket. Waits on the
-    integrator: run.storage_path as a URI (today a Path: 's3://b/runs' becomes a local folder 's3:/b/runs') and
-    run.placement_strategy (today an unknown key)."""
+    """preprocess -> pretrain (2 workers, one per node) -> finetune, every output in the bucket, every worker reading
+    from it (the nodes share no path with the driver's outputs)."""
+    import json
+
     storage = f"s3://{s3.bucket}/runs"
     env = {"UER_DATA": str(data_dir)}
     common = ["--config", "jobs/bert_base_zh.yaml", *with_data(TINY, data_dir), "--set", f"run.storage_path={storage}"]
     preprocess = run_job(cluster, ["preprocess", *common], env=env, timeout_s=300)
     assert preprocess.status == "SUCCEEDED", preprocess.logs[-3000:]
     shards = [k for k in s3.keys("runs/bert-base-zh/dataset/") if k.endswith(".parquet")]
-    assert shards, s3.keys()
+    assert shards and "runs/bert-base-zh/dataset/manifest.json" in s3.keys(), s3.keys()
 
     pretrain = run_job(cluster, ["pretrain", *common, "--set", "run.placement_strategy=SPREAD"], env=env, timeout_s=400)
     assert pretrain.status == "SUCCEEDED", pretrain.logs[-3000:]
     weights = [k for k in s3.keys("runs/bert-base-zh/ray/pretrain/") if k.endswith("/model.safetensors")]
     assert weights, s3.keys("runs/")
-    checkpoint = f"s3://{s3.bucket}/{weights[-1].rsplit('/', 1)[0]}"
+    result = json.loads(s3.client().get_object(Bucket=s3.bucket, Key="runs/bert-base-zh/pretrain/result.json")["Body"].read())
+    assert len(set(result["worker_nodes"])) == 2, result  # one Train worker on each node
+    assert "runs/bert-base-zh/pretrain/final.pointer.json" in s3.keys("runs/bert-base-zh/pretrain/")
 
     finetune = run_job(cluster, ["finetune", "--config", "jobs/finetune_book_review.yaml", *with_data(BOOK_REVIEW, data_dir),
-                                 "--set", f"run.storage_path={storage}", "--set", f"finetune.pretrained={checkpoint}"],
+                                 "--set", f"run.storage_path={storage}",
+                                 "--set", f"finetune.pretrained={storage}/bert-base-zh/pretrain/final"],
                        env=env, timeout_s=400)
     assert finetune.status == "SUCCEEDED", finetune.logs[-3000:]
-    best = s3.keys("runs/finetune-book-review/finetune/best/")
-    assert any(k.endswith("model.safetensors") for k in best), s3.keys("runs/")
-    assert "runs/finetune-book-review/finetune/metrics.json" in s3.keys("runs/finetune-book-review/")
+    outputs = s3.keys("runs/finetune-book-review/finetune/")
+    assert any(k.startswith("runs/finetune-book-review/finetune/best@") and k.endswith("model.safetensors")
+               for k in outputs), outputs
+    assert {"runs/finetune-book-review/finetune/best.pointer.json", "runs/finetune-book-review/finetune/result.json",
+            "runs/finetune-book-review/finetune/test_predictions.tsv"} <= set(outputs)
