@@ -5,7 +5,9 @@ Python process (Ray start-up included); the peak resident memory is the sum of R
 GCS, raylet and every Ray worker), sampled every 0.2 s by a thread. Two sums are printed: ``peak_rss_gb`` counts
 pages shared between processes (libraries, the object store's shared memory) once per process that maps them, so it
 overstates; ``peak_pss_gb`` (proportional set size: a shared page is split between the processes sharing it) is the
-memory the job really holds. ``--breakdown`` adds the largest processes at the PSS peak. One line per run::
+memory the job really holds; ``peak_driver_rss_gb`` is the ``launch.py`` process alone (the tokenizing actors write
+the shards, so the driver's memory must not grow with the data). ``--breakdown`` adds the largest processes at the
+PSS peak. One line per run::
 
     .venv/bin/python bench/preprocess.py --processor bert mlm --mb 39
     .venv/bin/python bench/preprocess.py --processor bert --mb 500 2048
@@ -78,6 +80,7 @@ def run_once(processor: str, corpus: Path, args, out_dir: Path) -> dict:
                             stderr=subprocess.STDOUT, text=True)
     peak = [0]
     peak_pss = [0]
+    peak_driver = [0]  # the launch.py process alone: with actor-written shards it must not grow with the data
     breakdown: list = []
     cpu: dict[int, float] = {}  # pid -> latest user+sys seconds (processes of the tree, while alive)
     names: dict[int, str] = {}
@@ -102,6 +105,7 @@ def run_once(processor: str, corpus: Path, args, out_dir: Path) -> dict:
                     except psutil.Error:
                         pass
                 peak[0] = max(peak[0], total)
+                peak_driver[0] = max(peak_driver[0], root.memory_info().rss)
                 if total_pss > peak_pss[0]:
                     peak_pss[0] = total_pss
                     breakdown[:] = sorted(sizes, reverse=True)
@@ -122,7 +126,8 @@ def run_once(processor: str, corpus: Path, args, out_dir: Path) -> dict:
     return {"processor": processor, "seq": args.seq, "corpus_mb": round(mb, 1), "wall_s": round(seconds, 1),
             "stage_s": manifest["seconds"], "mb_per_s": round(mb / seconds, 2),
             "tokens_per_s": round(manifest["tokens"] / seconds), "instances": manifest["instances"],
-            "peak_rss_gb": round(peak[0] / 2**30, 2), "peak_pss_gb": round(peak_pss[0] / 2**30, 2), "cpu_s": round(sum(cpu.values()), 1),
+            "peak_rss_gb": round(peak[0] / 2**30, 2), "peak_pss_gb": round(peak_pss[0] / 2**30, 2),
+            "peak_driver_rss_gb": round(peak_driver[0] / 2**30, 3), "cpu_s": round(sum(cpu.values()), 1),
             "mb_per_cpu_s": round(mb / max(sum(cpu.values()), 1e-9), 2), "actors": args.actors, "actor_cpus": args.cpus,
             "chunks": manifest["chunks"],
             **({"breakdown_mb": [(round(b / 2**20), name) for b, name in breakdown[:8]],

@@ -113,24 +113,11 @@ def cmd_infer(args) -> None:
 
 def cmd_pipeline(args) -> None:
     """UER's three stages: general pre-training, further pre-training on task text, fine-tuning."""
-    from uer_ray.pipeline import run_pipeline
+    from uer_ray.pipeline import run_pipeline, summary_table
 
     job = _job(args)
     _require_tokenizer(job)
-    print_summary(run_pipeline(job, fresh=args.fresh), job)
-
-
-def print_summary(summaries, job) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"uer-ray {job.run.name}")
-    for column in ("stage", "wall time", "result", "output"):
-        table.add_column(column, overflow="fold")
-    for summary in summaries:
-        result = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.metrics.items())
-        table.add_row(summary.stage, f"{summary.seconds:.0f}s", result, summary.output)
-    Console(width=160).print(table)
+    summary_table(run_pipeline(job, fresh=args.fresh), f"uer-ray {job.run.name}")
 
 
 def cmd_quickstart(args) -> None:

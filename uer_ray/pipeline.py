@@ -91,6 +91,22 @@ def run_pipeline(job, fresh: bool = False, progress=print) -> list[StageSummary]
     return summaries
 
 
+def summary_table(summaries: list[StageSummary], title: str, extra_rows: list[tuple] = ()) -> None:
+    """The stages as a table: wall time, result, output location."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("stage", "wall time", "result", "output"):
+        table.add_column(column, overflow="fold")
+    for summary in summaries:
+        result = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.metrics.items())
+        table.add_row(summary.stage, f"{summary.seconds:.0f}s", result, summary.output)
+    for row in extra_rows:
+        table.add_row(*row)
+    Console(width=160).print(table)
+
+
 def _preprocess(job, preprocess, progress) -> dict:
     from uer_ray.data.preprocess import dataset_is_current, read_manifest
 
