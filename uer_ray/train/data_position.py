@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from uer_ray import storage
+from uer_ray.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,11 @@ class ParquetSource:
 
     def _file(self, index: int) -> pq.ParquetFile:
         if index not in self._handles:
-            self._handles[index] = pq.ParquetFile(storage.open_input_file(self.files[index]))
+            try:
+                self._handles[index] = pq.ParquetFile(storage.open_input_file(self.files[index]))
+            except FileNotFoundError:
+                # Retrying cannot bring a deleted shard back: a user's error, stopped at once, one line.
+                raise UserError(f"training data not found: {self.files[index]} (re-run the stage that wrote it)") from None
         return self._handles[index]
 
     def read(self, block: Block) -> pa.Table:

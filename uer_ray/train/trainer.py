@@ -55,12 +55,15 @@ def preflight(job, stage_cls, name: str, stage_args: dict, fresh: bool) -> None:
     if fresh:
         storage.delete(ray_run_location(job, name))
         storage.delete(storage.join(output_dir, RESULT))
-    if storage.exists(storage.join(output_dir, RESULT)):
-        result = storage.read_json(storage.join(output_dir, RESULT))
-        raise RunFinished(
-            f"{stage_cls.job_type} of run '{job.run.name}' already finished at step {result.get('step')} "
-            f"(results in {output_dir}); pass --fresh to train it again, or choose another run.name"
-        )
+    result = storage.join(output_dir, RESULT)
+    if storage.exists(result):
+        done = storage.read_json(result)
+        if done.get("step", 0) >= plan.total_steps or done.get("early_stopped"):
+            raise RunFinished(
+                f"{stage_cls.job_type} of run '{job.run.name}' already finished at step {done.get('step')} "
+                f"(results in {output_dir}); pass --fresh to train it again, or choose another run.name"
+            )
+        storage.delete(result)  # more steps asked for: the run goes on from its last checkpoint
     saved = latest_trainer_state(job, name)
     if saved is not None:
         check_resume(saved, layout(stage_cls.hparams_of(job), job.run.num_workers, plan.total_steps,
