@@ -8,6 +8,7 @@ progress line.
 """
 from __future__ import annotations
 
+import logging
 import time
 
 import ray.train
@@ -33,6 +34,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     from uer_ray.runtime import apply_secrets
 
     apply_secrets(loop_config.get("secrets", {}))
+    # Ray Train's per-report INFO lines reach the console through Ray's own logger too, past RunConfig's
+    # LoggingConfig: the progress line says what they say.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     job = JobConfig.model_validate_json(loop_config["job"], context=ON_WORKER)
     context = ray.train.get_context()
     stage = loop_config["stage"](job, context.get_world_rank(), context.get_world_size(), **loop_config["stage_args"])
@@ -86,7 +90,7 @@ class Trainer:
             rank_batches(stage.train_source(), self.hp.seed, self.rank, self.world, self.hp.batch_size,
                          stage.job.train.shuffle_window, self.state.position),
             depth=stage.job.train.prefetch,
-            transform=lambda item: (item[1], stage.collate(item[2], item[0])),
+            transform=lambda item: (item[1], self._pinned(stage.collate(item[2], item[0]))),
         )
         if self.rank == 0:
             print(f"[{stage.job_type}] global batch {self.hp.batch_size} x {self.world} worker(s) x "
@@ -100,6 +104,10 @@ class Trainer:
         finally:
             batches.close()
         self._finish()
+
+    def _pinned(self, batch: dict) -> dict:
+        """Page-locked host memory lets the copy to the GPU run asynchronously (``non_blocking``)."""
+        return {k: v.pin_memory() for k, v in batch.items()} if self.device.type == "cuda" else batch
 
     def _optimizer_step(self, batches: Prefetcher) -> None:
         started = time.perf_counter()
