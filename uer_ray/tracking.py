@@ -42,7 +42,8 @@ def _local_dir(location: str) -> tuple[Path, str | None]:
 class Tracker:
     """One W&B run; every call is a no-op once W&B has failed or when tracking is disabled."""
 
-    def __init__(self, tracking, run_name: str, job_type: str, config: dict, location: str, run_id: str | None = None):
+    def __init__(self, tracking, run_name: str, job_type: str, config: dict, location: str, run_id: str | None = None,
+                 name: str | None = None):
         self.run = None
         self.mode = resolve_mode(tracking.mode)
         if self.mode == "disabled":
@@ -55,7 +56,7 @@ class Tracker:
             self.run = wandb.init(
                 project=tracking.project,
                 group=tracking.group or run_name,
-                name=f"{run_name}-{job_type}",
+                name=f"{run_name}-{name or job_type}",
                 job_type=job_type,
                 id=run_id,
                 resume="allow" if run_id else None,

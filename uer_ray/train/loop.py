@@ -80,8 +80,10 @@ class Trainer:
         from uer_ray.tracking import Tracker, wandb_location
 
         job = self.stage.job
+        # Named after the stage's output (pretrain, further-pretrain, finetune): one group, one run each.
         return Tracker(job.tracking, job.run.name, self.stage.job_type, job.model_dump(mode="json"),
-                       wandb_location(job.tracking, job.run_dir), run_id=self.state.run_id)
+                       wandb_location(job.tracking, job.run_dir), run_id=self.state.run_id,
+                       name=storage.name(self.stage.output_dir))
 
     # the loop --------------------------------------------------------------------------------------------------------
     def run(self) -> None:
