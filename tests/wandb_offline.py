@@ -48,3 +48,15 @@ def runs(root: Path) -> list[Path]:
 def run_id(run_file: Path) -> str:
     """The W&B run id of an offline run file (``run-<id>.wandb``)."""
     return Path(run_file).stem.removeprefix("run-")
+
+
+def run_group(run_file: Path) -> str:
+    """The W&B group recorded in an offline run file."""
+    from wandb.proto import wandb_internal_pb2
+
+    for raw in _records(Path(run_file).read_bytes()):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(raw)
+        if record.WhichOneof("record_type") == "run":
+            return record.run.run_group
+    return ""
