@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -62,6 +62,12 @@ class MultipleChoice(Task):
         if labelled:
             features["label"] = examples["label"] = pa.array([q["choice"].index(q["answer"]) for q in questions], pa.int32())
         return TaskData(pa.table(features), pa.table(examples), issues)
+
+    def corpus_lines(self, path: Path) -> Iterator[str]:
+        """Each document once (its lines joined), then the questions and their choices."""
+        questions = list(self._questions(read_json(path), path, RowIssues(path), labelled=False))
+        yield from dict.fromkeys(q["document"].replace("\n", "") for q in questions)
+        yield from (q["question"] + " " + " ".join(q["choice"]) for q in questions)
 
     def _questions(self, data: Any, path: Path, issues: RowIssues, labelled: bool):
         """Each usable question as {id, document, question, choice, answer}; the id is the question's ``id`` when

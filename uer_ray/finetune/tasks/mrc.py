@@ -184,6 +184,12 @@ class ReadingComprehension(Task):
             examples["answers"] = pa.array([q.answers for q in questions], pa.list_(pa.string()))
         return TaskData(pa.table(features), pa.table(examples), issues)
 
+    def corpus_lines(self, path: Path) -> Iterator[str]:
+        """Each distinct context once, then the questions: the file's text for further pre-training."""
+        questions = list(self._questions(read_json(path), path, RowIssues(path), labelled=False))
+        yield from dict.fromkeys(q.context.replace("\n", " ") for q in questions)
+        yield from (q.question for q in questions)
+
     def _questions(self, data: Any, path: Path, issues: RowIssues, labelled: bool) -> Iterator[Question]:
         if not isinstance(data, dict) or not isinstance(data.get("data"), list):
             raise DataError(f"{path}: expected SQuAD-style JSON, an object with a 'data' list of articles")

@@ -7,7 +7,7 @@ Outputs of ``predict``: ``pred`` is an object array holding, per row, the int ta
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -178,6 +178,11 @@ class Tagging(Task):
             cfg.labels = load_label2id(cfg.label2id_path)
 
     # reading -------------------------------------------------------------------------------------------------------
+    def corpus_lines(self, path: Path) -> Iterator[str]:
+        """The sentences with their characters joined again."""
+        columns, _ = read_tsv(path, ("text_a",), (), RowIssues(path))
+        yield from ("".join(text.split(" ")) for text in columns["text_a"])
+
     def read(self, path: Path, labelled: bool = True) -> TaskData:
         issues = RowIssues(path)
         columns, lines = read_tsv(path, ("text_a", "label") if labelled else ("text_a",), (), issues)
