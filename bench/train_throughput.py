@@ -5,7 +5,8 @@ UER-py's ``pretrain.py`` (``bench/uer_py_baseline.py``). One JSON line per confi
     .venv/bin/python bench/train_throughput.py                                   # BERT-mini, seq 128, batch 32, CPU
     .venv/bin/python bench/train_throughput.py --uer-py /tmp/uer-py               # ... and UER-py, same sitting
     .venv/bin/python bench/train_throughput.py --configs bert/tiny_config.json:128:64 bert/mini_config.json
-    .venv/bin/python bench/train_throughput.py --uer-config bert/base_config.json --device cuda --precision bf16
+    .venv/bin/python bench/train_throughput.py --uer-config bert/base_config.json --device cuda --precision bf16 \
+        --steps 300 --warmup-steps 100 --window 50                               # GPU steps are short: more of them
 
 Same work in each: the model that ``build_model`` makes from the UER-py JSON config (targets mlm + sp, weights 1, as
 UER-py's BERT trainer), the same Parquet instances (the first ``--docs`` documents of CLUECorpusSmall_bert_sampled.txt
@@ -100,6 +101,11 @@ def steady(rates: list[float], window: int, warmup: int) -> float:
     return mean(rates[warmup // window :])
 
 
+def dataset_name(corpus: Path, setting: Setting, args) -> str:
+    """What a preprocessed dataset depends on: kept in --tmp and reused by later runs."""
+    return f"{corpus.stem}_{Path(args.vocab).stem}_seq{setting.seq}"
+
+
 def job_spec(setting: Setting, corpus: Path, tmp: Path, run_name: str, args) -> dict:
     train = {"total_steps": args.steps, "batch_size": setting.batch, "report_every": args.window,
              "checkpoint_every": args.steps, "keep_checkpoints": 1}  # one checkpoint, after the last window
@@ -109,7 +115,7 @@ def job_spec(setting: Setting, corpus: Path, tmp: Path, run_name: str, args) -> 
         "run": {"name": run_name, "storage_path": str(tmp / "runs"), "num_workers": 1,
                 "cpus_per_worker": args.threads, "use_gpu": args.device == "cuda"},
         "tokenizer": {"name": "bert", "vocab_path": str(args.vocab)},
-        "data": {"corpus": [str(corpus)], "output_dir": str(tmp / "data" / f"{corpus.stem}_seq{setting.seq}"),
+        "data": {"corpus": [str(corpus)], "output_dir": str(tmp / "data" / dataset_name(corpus, setting, args)),
                  "processor": {"name": "bert", "seq_length": setting.seq}},
         "model": {"uer_config": str(setting.config_path), "targets": TARGETS},
         "train": train,
@@ -123,12 +129,12 @@ def write_spec(spec: dict, path: Path) -> Path:
     return path
 
 
-def run_command(command: list[str], what: str, **kwargs) -> str:
+def run_command(command: list[str], what: str, cwd: Path = ROOT, env: dict | None = None) -> str:
+    """A child process (stdout and stderr together), this checkout first on its path; exits with its log on failure."""
     # Without OMP_NUM_THREADS, Ray sets it from the worker's CPU reservation, as for a user.
-    env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
-    env.update({"PYTHONPATH": str(ROOT), "RAY_DEDUP_LOGS": "0", **kwargs.pop("env", {})})
-    proc = subprocess.run(command, cwd=kwargs.pop("cwd", ROOT), env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, **kwargs)
+    child_env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
+    child_env.update({"PYTHONPATH": str(ROOT), "RAY_DEDUP_LOGS": "0", **(env or {})})
+    proc = subprocess.run(command, cwd=cwd, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{what} failed ({proc.returncode}):\n{proc.stdout[-4000:]}")
     return proc.stdout
@@ -147,11 +153,35 @@ def autocast(device, precision: str):
     return torch.autocast(device.type, dtype=dtypes[precision]) if precision in dtypes else contextlib.nullcontext()
 
 
-def plain_loop(spec_path: Path, args) -> dict:
-    """(a): forward, backward, clip, AdamW step, in this process; returns tokens/s and the last window's loss."""
-    import numpy as np
+def read_instances(dataset_dir: Path, batch_size: int):
+    """Every Parquet shard of a preprocessed dataset as one table, and how many whole batches it holds."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    table = pa.concat_tables(pq.read_table(path) for path in sorted(dataset_dir.glob("*.parquet")))
+    if table.num_rows < batch_size:
+        raise SystemExit(f"error: {table.num_rows} instances, fewer than a batch of {batch_size}: raise --docs")
+    return table, table.num_rows // batch_size
+
+
+def backward_and_step(loss, model, optimizer, scaler, grad_clip: float) -> None:
+    import torch
+
+    optimizer.zero_grad(set_to_none=True)
+    (scaler.scale(loss) if scaler else loss).backward()
+    if scaler:
+        scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
+def plain_loop(spec_path: Path, args) -> dict:
+    """(a): collate, forward, backward, clip, AdamW step, in this process; tokens/s and the last window's loss."""
+    import numpy as np
     import torch
 
     from uer_ray.config import load_job
@@ -167,13 +197,9 @@ def plain_loop(spec_path: Path, args) -> dict:
     check_dataset(job)  # fills model.vocab_size
     torch.set_num_threads(args.threads)
     torch.manual_seed(job.train.seed)
-    device = torch.device(args.device)
-    dataset_dir = Path(job.dataset_dir)
-    vocab = Vocab.load(dataset_dir / VOCAB)
-    options = read_manifest(dataset_dir)["processor"]
-    table = pa.concat_tables(pq.read_table(path) for path in sorted(dataset_dir.glob("*.parquet")))
-    batch_size = job.train.batch_size
-    per_epoch = table.num_rows // batch_size
+    device, dataset_dir, batch_size = torch.device(args.device), Path(job.dataset_dir), job.train.batch_size
+    vocab, options = Vocab.load(dataset_dir / VOCAB), read_manifest(dataset_dir)["processor"]
+    table, per_epoch = read_instances(dataset_dir, batch_size)
     model = build_model(job.model, vocab).to(device).train()
     optimizer = make_optimizer(model, job.train)
     scaler = torch.amp.GradScaler(device.type) if args.precision == "fp16" else None
@@ -187,26 +213,16 @@ def plain_loop(spec_path: Path, args) -> dict:
         batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
         with autocast(device, args.precision):
             loss = model(batch)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        (scaler.scale(loss) if scaler else loss).backward()
-        if scaler:
-            scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), job.train.grad_clip)
-        if scaler:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        backward_and_step(loss, model, optimizer, scaler, job.train.grad_clip)
+        if step % args.window == 0:
+            window_loss.zero_()  # a new window
         window_loss += loss.detach()
-        last_of_window = (step + 1) % args.window == 0
-        if last_of_window and device.type == "cuda":
-            torch.cuda.synchronize()  # the window's end is when its GPU work is done
+        if (step + 1) % args.window == 0 and device.type == "cuda":
+            torch.cuda.synchronize()  # the window ends when its GPU work is done
         step_ends.append(time.perf_counter())
-        if last_of_window and step + 1 < args.steps:
-            window_loss.zero_()
     rates = window_rates(start, step_ends, step_tokens, args.window)
-    return {"tokens_per_s": steady(rates, args.window, args.warmup_steps),
-            "loss": float(window_loss) / args.window, "model_cfg": job.model, "mask_prob": options.get("mask_prob", 0.15)}
+    return {"tokens_per_s": steady(rates, args.window, args.warmup_steps), "loss": float(window_loss) / args.window,
+            "model_cfg": job.model, "mask_prob": options.get("mask_prob", 0.15)}
 
 
 def trainer_run(spec_path: Path, args) -> dict:
@@ -217,7 +233,7 @@ def trainer_run(spec_path: Path, args) -> dict:
     for line in out.splitlines():
         found = REPORT_LINE.search(line)
         if found:
-            reports.append(dict(pair.split("=", 1) for pair in found.group(1).split()))
+            reports.append(dict(pair.split("=", 1) for pair in found.group(1).split() if "=" in pair))
     windows = [r for r in reports if "tokens_per_s" in r]
     if len(windows) != args.steps // args.window:
         raise SystemExit(f"pretrain printed {len(windows)} report(s) with tokens_per_s, expected "
@@ -303,11 +319,11 @@ def work_dir(args) -> Path:
 
 
 def settings_and_checks(args, parser: argparse.ArgumentParser) -> list[Setting]:
+    if args.steps <= args.warmup_steps:
+        parser.error(f"--steps ({args.steps}) must exceed --warmup-steps ({args.warmup_steps})")
     if args.warmup_steps % args.window or (args.steps - args.warmup_steps) % args.window:
         parser.error(f"--warmup-steps ({args.warmup_steps}) and --steps minus it ({args.steps - args.warmup_steps}) "
                      f"must be multiples of --window ({args.window})")
-    if args.steps <= args.warmup_steps:
-        parser.error("--steps must exceed --warmup-steps")
     settings = [parse_setting(text, args.seq_length, args.batch_size) for text in args.configs or [args.uer_config]]
     missing = [s.config for s in settings if not s.config_path.is_file()]
     if missing:
@@ -329,10 +345,17 @@ def main(argv=None) -> None:
     settings = settings_and_checks(args, parser)
     if args.precision == "fp16" and args.device != "cuda":
         parser.error("--precision fp16 needs --device cuda (use bf16 on CPU)")
+    if args.uer_py and (args.device, args.precision) != ("cpu", "fp32"):
+        parser.error("--uer-py: UER-py is measured on the CPU in fp32 only (its CPU mode)")
     tmp = work_dir(args)
     corpus = slice_corpus(args.docs, tmp)
-    for index, setting in enumerate(settings):
-        print(json.dumps(measure(setting, index, corpus, tmp, args)), flush=True)
+    from uer_ray.config import ConfigError
+
+    try:
+        for index, setting in enumerate(settings):
+            print(json.dumps(measure(setting, index, corpus, tmp, args)), flush=True)
+    except ConfigError as exc:  # e.g. train.precision before the loop has it
+        raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":

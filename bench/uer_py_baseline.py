@@ -28,6 +28,7 @@ from pathlib import Path
 from train_throughput import (
     Setting,
     add_run_arguments,
+    dataset_name,
     run_command,
     settings_and_checks,
     slice_corpus,
@@ -41,7 +42,7 @@ LOG_LINE = re.compile(r"\|\s*(\d+)/\s*\d+ steps\|\s*([\d.]+) tokens/s\|\s*loss\s
 
 
 def uer_py_preprocess(uer_py: Path, corpus: Path, setting: Setting, args, out: Path) -> Path:
-    dataset = out / f"{corpus.stem}_seq{setting.seq}.pt"
+    dataset = out / f"{dataset_name(corpus, setting, args)}.pt"
     if not dataset.is_file():
         run_command([sys.executable, "preprocess.py", "--corpus_path", str(corpus), "--vocab_path", str(args.vocab),
                      "--dataset_path", str(dataset), "--seq_length", str(setting.seq), "--data_processor", "bert",
