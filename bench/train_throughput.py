@@ -1,4 +1,4 @@
-"""Pre-training throughput: tokens/s of (a) a plain PyTorch loop in this process and (b) uer-ray's ``pretrain(job)``
+"""Pre-training throughput: tokens/s of (a) a plain PyTorch loop in one process and (b) uer-ray's ``pretrain(job)``
 (Ray Train's TorchTrainer, 1 worker reserving ``--threads`` CPUs), side by side; with ``--uer-py PATH`` also (c)
 UER-py's ``pretrain.py`` (``bench/uer_py_baseline.py``). One JSON line per configuration::
 
@@ -11,10 +11,11 @@ UER-py's ``pretrain.py`` (``bench/uer_py_baseline.py``). One JSON line per confi
 Same work in each: the model that ``build_model`` makes from the UER-py JSON config (targets mlm + sp, weights 1, as
 UER-py's BERT trainer), the same Parquet instances (the first ``--docs`` documents of CLUECorpusSmall_bert_sampled.txt
 preprocessed once by ``launch.py preprocess``), the same collation with dynamic masking, the project's AdamW,
-gradient clipping. The plain loop reads the Parquet files itself and collates in the loop, with
-``torch.set_num_threads(threads)``. The TorchTrainer runs in a child process that starts a local Ray with threads + 1
-logical CPUs, the extra one for Ray Data's Parquet reads (a worker holding every CPU starves them: RAY_NOTES,
-"Hang 3"); Ray sets the worker's OMP_NUM_THREADS, hence torch's threads, to floor(its CPU reservation).
+gradient clipping. Each run is a child process of this one. The plain loop reads the Parquet files itself and
+collates in the loop, with OMP_NUM_THREADS and ``torch.set_num_threads`` at ``--threads``. The TorchTrainer's process
+starts a local Ray with threads + 1 logical CPUs, the extra one for Ray Data's Parquet reads (a worker holding every
+CPU starves them: RAY_NOTES, "Hang 3"); Ray sets the worker's OMP_NUM_THREADS, hence torch's threads, to
+floor(its CPU reservation).
 
 Tokens are non-padding tokens (``seg > 0``: segment ids are 0 exactly at padding, whatever the PAD id). Steady state:
 the steps are cut into windows of ``--window`` steps, as the trainer's reports are (``train.report_every``); the
@@ -46,6 +47,7 @@ DATA = ROOT.parent / "shared" / "data" / "uer"
 CORPUS = DATA / "corpora" / "CLUECorpusSmall_bert_sampled.txt"
 VOCAB_FILE = DATA / "models" / "google_zh_vocab.txt"
 TARGETS = {"mlm": 1.0, "sp": 1.0}  # UER-py's BertTrainer: loss = mlm + sp
+RESULT = "PLAIN_LOOP_RESULT "
 REPORT_LINE = re.compile(r"\[pretrain\] (step=\d+ .*)")
 
 
@@ -180,7 +182,7 @@ def backward_and_step(loss, model, optimizer, scaler, grad_clip: float) -> None:
 
 
 def plain_loop(spec_path: Path, args) -> dict:
-    """(a): collate, forward, backward, clip, AdamW step, in this process; tokens/s and the last window's loss."""
+    """(a): collate, forward, backward, clip, AdamW step; tokens/s, the last window's loss, FLOPs per token."""
     import numpy as np
     import torch
 
@@ -222,7 +224,28 @@ def plain_loop(spec_path: Path, args) -> dict:
         step_ends.append(time.perf_counter())
     rates = window_rates(start, step_ends, step_tokens, args.window)
     return {"tokens_per_s": steady(rates, args.window, args.warmup_steps), "loss": float(window_loss) / args.window,
-            "model_cfg": job.model, "mask_prob": options.get("mask_prob", 0.15)}
+            "flops_per_token": countable_flops(job.model, job.data.processor)}
+
+
+def countable_flops(model_cfg, processor) -> float | None:
+    from uer_ray.train.flops import flops_per_token
+
+    try:
+        return flops_per_token(model_cfg, processor.seq_length, processor.mask_prob)
+    except ValueError:  # a part it cannot count: no MFU
+        return None
+
+
+def plain_run(spec_path: Path, args) -> dict:
+    """(a) in a child process whose OMP_NUM_THREADS is --threads, as Ray gives the trainer's worker."""
+    out = run_command([sys.executable, str(Path(__file__).resolve()), "--plain-job", str(spec_path),
+                       *child_arguments(args)], "plain loop", env={"OMP_NUM_THREADS": str(args.threads)})
+    return json.loads(next(line for line in out.splitlines() if line.startswith(RESULT))[len(RESULT):])
+
+
+def child_arguments(args) -> list[str]:
+    return ["--threads", str(args.threads), "--steps", str(args.steps), "--warmup-steps", str(args.warmup_steps),
+            "--window", str(args.window), "--device", args.device, "--precision", args.precision]
 
 
 def trainer_run(spec_path: Path, args) -> dict:
@@ -256,16 +279,20 @@ def trainer_driver(spec_path: str, threads: int) -> None:
         stop_local_ray()
 
 
-def mfu_fields(plain: dict, rates: dict[str, float], seq: int, args) -> dict:
+def mfu_fields(per_token: float | None, rates: dict[str, float], args) -> dict:
     """``<run>_mfu`` for each figure when the device's peak is known (CUDA, or --peak-tflops)."""
-    from uer_ray.train.flops import flops_per_token, peak_flops
+    from uer_ray.train.flops import peak_flops
 
     peak = args.peak_tflops * 1e12 if args.peak_tflops else peak_flops(args.device, args.precision)
-    if not peak:
+    if not peak or not per_token:
         return {}
-    per_token = flops_per_token(plain["model_cfg"], seq, plain["mask_prob"])
     return {"flops_per_token": round(per_token), "peak_tflops": peak / 1e12,
             **{f"{name}_mfu": round(rate * per_token / peak, 4) for name, rate in rates.items()}}
+
+
+def progress(setting: Setting, stage: str) -> None:
+    """On stderr, so that stdout holds only the result lines."""
+    print(f"{time.strftime('%X')} {setting.config}:{setting.seq}:{setting.batch}: {stage}", file=sys.stderr, flush=True)
 
 
 def measure(setting: Setting, index: int, corpus: Path, tmp: Path, args) -> dict:
@@ -273,8 +300,11 @@ def measure(setting: Setting, index: int, corpus: Path, tmp: Path, args) -> dict
     shutil.rmtree(tmp / "runs" / run_name, ignore_errors=True)  # a fresh run, never a resume
     spec = job_spec(setting, corpus, tmp, run_name, args)
     spec_path = write_spec(spec, tmp / "specs" / f"{run_name}.yaml")
+    progress(setting, "preprocess (unless done)")
     preprocess(spec_path, Path(spec["data"]["output_dir"]))
-    plain = plain_loop(spec_path, args)
+    progress(setting, "plain loop")
+    plain = plain_run(spec_path, args)
+    progress(setting, "TorchTrainer")
     trainer = trainer_run(spec_path, args)
     line = {"config": setting.config, "seq": setting.seq, "batch": setting.batch, "device": args.device,
             "precision": args.precision, "threads": args.threads,
@@ -286,12 +316,13 @@ def measure(setting: Setting, index: int, corpus: Path, tmp: Path, args) -> dict
     if args.uer_py:
         from uer_py_baseline import measure_uer_py  # bench/ is on sys.path when this file runs as a script
 
+        progress(setting, "UER-py")
         uer_py = measure_uer_py(Path(args.uer_py), setting, corpus, tmp, args)
         rates["uer_py"] = uer_py["tokens_per_s"]
         line.update({"uer_py_tokens_per_s": round(uer_py["tokens_per_s"]),
                      "trainer_vs_uer_py": round(trainer["tokens_per_s"] / uer_py["tokens_per_s"], 3),
                      "uer_py_log_tokens_per_s": round(uer_py["log_tokens_per_s"]), "uer_py_loss": round(uer_py["loss"], 3)})
-    line.update(mfu_fields(plain, rates, setting.seq, args))
+    line.update(mfu_fields(plain["flops_per_token"], rates, args))
     return line
 
 
@@ -338,8 +369,11 @@ def main(argv=None) -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, for MFU where unknown")
     parser.add_argument("--uer-py", default=None, help="a UER-py checkout: also measure its pretrain.py")
+    parser.add_argument("--plain-job", help=argparse.SUPPRESS)  # internal: the child process of plain_run
     parser.add_argument("--trainer-job", help=argparse.SUPPRESS)  # internal: the child process of trainer_run
     args = parser.parse_args(argv)
+    if args.plain_job:
+        return print(RESULT + json.dumps(plain_loop(Path(args.plain_job), args)), flush=True)
     if args.trainer_job:
         return trainer_driver(args.trainer_job, args.threads)
     settings = settings_and_checks(args, parser)
