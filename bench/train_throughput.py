@@ -13,13 +13,13 @@ UER-py's BERT trainer), the same Parquet instances (the first ``--docs`` documen
 preprocessed once by ``launch.py preprocess``), the same collation with dynamic masking, the project's AdamW,
 gradient clipping. Each run is a child process of this one. The plain loop reads the Parquet files itself and
 collates in the loop, with OMP_NUM_THREADS and ``torch.set_num_threads`` at ``--threads``. The TorchTrainer's process
-starts a local Ray with threads + 1 logical CPUs, the extra one for Ray Data's Parquet reads (a worker holding every
-CPU starves them: RAY_NOTES, "Hang 3"); Ray sets the worker's OMP_NUM_THREADS, hence torch's threads, to
-floor(its CPU reservation).
+starts a local Ray with ``--threads`` logical CPUs, all reserved by the worker (it reads its shards itself, in its
+seeded order, with collation and masking in a prefetch thread: no Ray Data task needs a CPU); Ray sets the worker's
+OMP_NUM_THREADS, hence torch's threads, to floor(its CPU reservation).
 
 Tokens are non-padding tokens (``seg > 0``: segment ids are 0 exactly at padding, whatever the PAD id). Steady state:
 the steps are cut into windows of ``--window`` steps, as the trainer's reports are (``train.report_every``); the
-windows within the first ``--warmup-steps`` (start-up, first allocations, Ray Data's first blocks) are dropped and the
+windows within the first ``--warmup-steps`` (start-up, first allocations, the first reads) are dropped and the
 figure is the mean of the other windows' tokens/s: for (b) the ``tokens_per_s`` its reports print, for (a) and (c)
 computed the same way from each step's end time and tokens. ``*_loss`` is the last window's mean loss: the runs do
 the same work if these agree. With CUDA (or ``--peak-tflops``) each line also has the MFU:
@@ -48,7 +48,8 @@ CORPUS = DATA / "corpora" / "CLUECorpusSmall_bert_sampled.txt"
 VOCAB_FILE = DATA / "models" / "google_zh_vocab.txt"
 TARGETS = {"mlm": 1.0, "sp": 1.0}  # UER-py's BertTrainer: loss = mlm + sp
 RESULT = "PLAIN_LOOP_RESULT "
-REPORT_LINE = re.compile(r"\[pretrain\] (step=\d+ .*)")
+# The progress line of rank 0: ``[pretrain] step 20/100 (20%) loss 10.1 ... tokens_per_s 6472 ... | 0m04s elapsed, ...``
+REPORT_LINE = re.compile(r"\[pretrain\] step (\d+)/\d+ \(\d+%\) (.*?) \|")
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,7 @@ def plain_loop(spec_path: Path, args) -> dict:
     from uer_ray.models.model import build_model
     from uer_ray.tokenizers import Vocab
     from uer_ray.train.checkpoint import VOCAB
-    from uer_ray.train.loop import make_optimizer
+    from uer_ray.train.optim import make_optimizer
     from uer_ray.train.pretrain import check_dataset
 
     job = load_job(spec_path)
@@ -203,7 +204,7 @@ def plain_loop(spec_path: Path, args) -> dict:
     vocab, options = Vocab.load(dataset_dir / VOCAB), read_manifest(dataset_dir)["processor"]
     table, per_epoch = read_instances(dataset_dir, batch_size)
     model = build_model(job.model, vocab).to(device).train()
-    optimizer = make_optimizer(model, job.train)
+    optimizer = make_optimizer(model, job.train, device)
     scaler = torch.amp.GradScaler(device.type) if args.precision == "fp16" else None
     step_ends, step_tokens, window_loss = [], [], torch.zeros((), device=device)
     start = time.perf_counter()
@@ -256,7 +257,8 @@ def trainer_run(spec_path: Path, args) -> dict:
     for line in out.splitlines():
         found = REPORT_LINE.search(line)
         if found:
-            reports.append(dict(pair.split("=", 1) for pair in found.group(1).split() if "=" in pair))
+            words = found.group(2).split()
+            reports.append({"step": found.group(1), **dict(zip(words[::2], words[1::2]))})
     windows = [r for r in reports if "tokens_per_s" in r]
     if len(windows) != args.steps // args.window:
         raise SystemExit(f"pretrain printed {len(windows)} report(s) with tokens_per_s, expected "
@@ -266,13 +268,13 @@ def trainer_run(spec_path: Path, args) -> dict:
 
 
 def trainer_driver(spec_path: str, threads: int) -> None:
-    """The child of :func:`trainer_run`: a local Ray with one CPU beyond the worker's, then ``pretrain(job)``."""
+    """The child of :func:`trainer_run`: a local Ray with the worker's CPUs, then ``pretrain(job)``."""
     from uer_ray.config import load_job
     from uer_ray.runtime import init_ray, stop_local_ray
     from uer_ray.train.pretrain import pretrain
 
     job = load_job(spec_path)
-    init_ray(job.run, num_cpus=threads + 1)
+    init_ray(job.run, num_cpus=threads)  # training reads its shards itself: no Ray Data task needs a CPU
     try:
         pretrain(job)
     finally:
