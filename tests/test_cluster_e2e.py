@@ -130,3 +130,15 @@ def test_pipeline_with_storage_on_s3(cluster, s3, data_dir):
                for k in outputs), outputs
     assert {"runs/finetune-book-review/finetune/best.pointer.json", "runs/finetune-book-review/finetune/result.json",
             "runs/finetune-book-review/finetune/test_predictions.tsv"} <= set(outputs)
+
+
+def test_launch_py_submit_runs_the_quickstart_to_succeeded(cluster, tmp_path):
+    """The demo job, scaled down, submitted with `launch.py submit`: its logs stream back and it SUCCEEDS."""
+    env = cluster.client_env()
+    done = launch("submit", "--", "quickstart", "--workdir", str(tmp_path / "quickstart"),
+                  "--set", "train.total_steps=20", "--set", "train.report_every=10", "--set", "train.checkpoint_every=20",
+                  "--set", "finetune.epochs=1", env=env, timeout_s=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "SUCCEEDED" in done.stdout and "uer-ray quickstart" in done.stdout  # the summary table, streamed
+    assert "n-gram baseline" in done.stdout and "test_acc" in done.stdout
+    assert (tmp_path / "quickstart" / "quickstart" / "finetune" / "result.json").is_file()
