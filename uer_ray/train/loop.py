@@ -9,7 +9,6 @@ progress line.
 from __future__ import annotations
 
 import logging
-import time
 
 import ray.train
 import ray.train.torch
@@ -112,24 +111,20 @@ class Trainer:
         return {k: v.pin_memory() for k, v in batch.items()} if self.device.type == "cuda" else batch
 
     def _optimizer_step(self, batches: Prefetcher) -> None:
-        started = time.perf_counter()
+        """One optimizer step over ``grad_accum_steps`` micro-batches. Nothing here waits for the device: statistics
+        stay tensors until the report, tokens are counted on the host copy of the batch."""
         self.schedule.apply(self.optimizer, self.state.step)
-        stats_total: dict[str, float] = {}
-        tokens = samples = 0
         for micro in range(self.hp.grad_accum_steps):
             following, batch = next(batches)
+            self.meter.count(self.stage.tokens(batch), len(batch["src"]))
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             with self.precision.autocast():
                 loss, stats = self.stage.step(self.model, batch)
             self.precision.backward(self.model, loss, last_micro_batch=micro == self.hp.grad_accum_steps - 1)
-            for key, value in stats.items():
-                stats_total[key] = stats_total.get(key, 0.0) + value
-            tokens += self.stage.tokens(batch)
-            samples += len(batch["src"])
+            self.meter.add(stats)
             self.state.advance(following)
-        grad_norm = self.precision.step(self.model, self.optimizer)
+        self.meter.add({"_grad_norm": self.precision.step(self.model, self.optimizer), "_steps": 1})
         self.state.step += 1
-        self.meter.add(stats_total, tokens, samples, grad_norm, time.perf_counter() - started)
 
     def _after_step(self) -> None:
         step, plan = self.state.step, self.plan
@@ -144,6 +139,7 @@ class Trainer:
         checkpoint = step % plan.checkpoint_every == 0 or step >= plan.total_steps or self.stopped
         if report or checkpoint:
             self._report(metrics, checkpoint)
+            self.meter.start_window()  # throughput counts training time only
 
     def _window_metrics(self) -> dict:
         sums, speed = self.meter.reduce()

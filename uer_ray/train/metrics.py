@@ -22,29 +22,36 @@ def all_reduce_sums(sums: dict[str, float], device: torch.device) -> dict[str, f
 
 
 class Meter:
+    """Sums over one report window: the stage's statistics (tensors or numbers), tokens, samples, gradient norms.
+    The window's time is wall time from ``start_window`` to ``reduce`` (reports and evaluations left out)."""
+
     def __init__(self, device: torch.device, world_size: int, start_step: int, flops_per_token: float | None = None,
                  peak_flops: float | None = None):
         self.device, self.world_size = device, world_size
         self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
-        self.sums: dict[str, float] = defaultdict(float)
         self.start_step = start_step  # the ETA counts only this attempt's steps (a resumed run starts later)
         self.started = time.perf_counter()
+        self.start_window()
 
-    def add(self, stats: dict[str, float], tokens: int, samples: int, grad_norm: float, seconds: float) -> None:
-        for key, value in stats.items():
-            self.sums[key] += value
+    def start_window(self) -> None:
+        self.sums: dict = defaultdict(float)
+        self.window_started = time.perf_counter()
+
+    def count(self, tokens: int, samples: int) -> None:
         self.sums["_tokens"] += tokens
         self.sums["_samples"] += samples
-        self.sums["_grad_norm"] += grad_norm
-        self.sums["_steps"] += 1
-        self.sums["_seconds"] += seconds
+
+    def add(self, stats: dict) -> None:
+        for key, value in stats.items():
+            self.sums[key] = self.sums[key] + (value.detach() if torch.is_tensor(value) else value)
 
     def reduce(self) -> tuple[dict[str, float], dict[str, float]]:
-        """(the stage's sums over ranks, throughput metrics); starts a new window."""
-        sums = all_reduce_sums(self.sums, self.device)
-        self.sums = defaultdict(float)
+        """(the stage's sums over ranks, throughput metrics)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the window ends when its work on the device is done
+        seconds = max(time.perf_counter() - self.window_started, 1e-9)
+        sums = all_reduce_sums({k: float(v) for k, v in self.sums.items()}, self.device)
         steps = max(sums.pop("_steps") / self.world_size, 1.0)
-        seconds = max(sums.pop("_seconds") / self.world_size, 1e-9)  # the ranks step in lock-step
         tokens, samples = sums.pop("_tokens"), sums.pop("_samples")
         speed = {
             "tokens_per_s": tokens / seconds,

@@ -33,8 +33,8 @@ class Precision:
         with (contextlib.nullcontext() if last_micro_batch or no_sync is None else no_sync()):
             loss.backward()
 
-    def step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> float:
-        """Clip, step, zero the gradients; returns the gradient norm before clipping."""
+    def step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        """Clip, step, zero the gradients; returns the gradient norm before clipping (a tensor: no device sync)."""
         if self.scaler is not None:
             self.scaler.unscale_(optimizer)
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
@@ -44,7 +44,7 @@ class Precision:
         else:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(norm)
+        return norm.detach()
 
     def state_dict(self) -> dict:
         return self.scaler.state_dict() if self.scaler is not None else {}

@@ -73,11 +73,10 @@ class PretrainStage(Stage):
 
     def step(self, model, batch):
         out = model(batch)
-        stats = {"batches": 1.0, "loss": float(out["loss"].detach())}
+        stats = {"batches": 1.0, "loss": out["loss"].detach()}  # tensors: summed on the device until the report
         for name in self.job.model.targets:
-            stats[f"{name}_loss"] = float(out[f"{name}_loss"])
-            stats[f"{name}_correct"] = float(out[f"{name}_correct"])
-            stats[f"{name}_count"] = float(out[f"{name}_count"])
+            for part in ("loss", "correct", "count"):
+                stats[f"{name}_{part}"] = out[f"{name}_{part}"]
         return out["loss"], stats
 
     def summarise(self, sums):
