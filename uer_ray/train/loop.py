@@ -33,9 +33,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
     from uer_ray.runtime import apply_secrets
 
     apply_secrets(loop_config.get("secrets", {}))
-    # Ray Train's per-report INFO lines reach the console through Ray's own logger too, past RunConfig's
-    # LoggingConfig: the progress line says what they say.
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    # Ray Train logs every report at INFO through a logger named by its file (outside "ray.train", so past
+    # RunConfig's LoggingConfig): the progress line says what they say.
+    from ray.train.v2._internal.execution import context as train_context
+
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
     job = JobConfig.model_validate_json(loop_config["job"], context=ON_WORKER)
     context = ray.train.get_context()
     stage = loop_config["stage"](job, context.get_world_rank(), context.get_world_size(), **loop_config["stage_args"])
