@@ -1,0 +1,510 @@
+"""Sweep planning: a job's ``search:`` section -> validated dimensions -> every categorical combination checked by the
+config itself -> a ``SweepPlan`` (valid combinations, rejections with reasons, merged duplicates, datasets to prepare).
+
+No Ray import here: a spec with an unknown path, a bad distribution or no valid combination fails in about a second,
+before Ray starts. The YAML shape::
+
+    search:
+      space:                                  # config path -> one distribution
+        model.encoder: {choice: [transformer, lstm, gatedcnn]}
+        model.targets: {grid: [{mlm: 1.0}, {mlm: 1.0, sp: 1.0}, {lm: 1.0}]}
+        model.targets.sp.weight: {choice: [1.0, 0.5]}    # applies only to combinations with target sp
+        train.lr: {loguniform: [5.0e-4, 3.0e-3]}
+      datasets:                               # a combination pre-trains on the first whose processor feeds its targets
+        - {processor: {name: mlm, seq_length: 64}}
+        - {processor: {name: lm, seq_length: 64}}
+      searcher: random | grid | optuna
+      scheduler: {name: asha | hyperband | pbt | fifo, grace_period: 100, reduction_factor: 3}
+      metric: dev_metric                      # the downstream probe's mean dev metric (train.probe)
+      mode: max
+      max_concurrent: 2
+      trial_budget: {steps: 400}              # or {tokens: N}
+      budget: {trials: 12, time_s: 1500, tokens: 5.0e7}
+      winners: {k: 2}
+
+``choice`` and ``grid`` make the categorical dimensions whose product is enumerated and filtered; ``uniform``,
+``loguniform`` and ``randint`` (both bounds inclusive) are sampled per trial and checked at their bounds. An option that
+does not apply to a combination (a target's weight without the target, ``heads_num`` with an LSTM) is dropped from it,
+and combinations that become identical are merged.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from uer_ray.config import (
+    _COMPONENT_FIELDS,
+    ComponentConfig,
+    ConfigError,
+    JobConfig,
+    ModelConfig,
+    StrictModel,
+    TargetConfig,
+    _allowed_keys,
+    build_config,
+)
+from uer_ray.registry import PROCESSORS, TARGETS
+
+CATEGORICAL = ("choice", "grid")
+NUMERIC = ("uniform", "loguniform", "randint")
+
+
+class SchedulerSpec(StrictModel):
+    name: Literal["asha", "hyperband", "pbt", "fifo"] = "asha"
+    grace_period: int | None = Field(None, gt=0)  # first rung, in the trial budget's unit; default: a quarter of it
+    reduction_factor: float = Field(3.0, gt=1)
+    perturbation_interval: int | None = Field(None, gt=0)  # pbt, in the budget's unit; default: the first rung
+
+
+class TrialBudget(StrictModel):
+    steps: int | None = Field(None, gt=0)
+    tokens: int | None = Field(None, gt=0)  # instance slots (batch x seq_length x workers), rounded up to probe steps
+
+    @model_validator(mode="after")
+    def _one_unit(self):
+        if (self.steps is None) == (self.tokens is None):
+            raise ValueError("give exactly one of steps or tokens")
+        return self
+
+
+class SweepBudget(StrictModel):
+    trials: int | None = Field(None, gt=0)  # random/optuna: trials drawn (default 10); with grid points: per point
+    time_s: float | None = Field(None, gt=0)  # wall clock of the whole sweep
+    tokens: float | None = Field(None, gt=0)  # pre-training tokens over all trials
+
+
+class WinnersSpec(StrictModel):
+    k: int = Field(1, ge=0)  # best trials fine-tuned fully (finetune section) and tested
+
+
+class SearchSpec(StrictModel):
+    name: str | None = None  # the sweep's folder and W&B group; default: run.name
+    space: dict[str, Any]
+    datasets: list[dict[str, Any]] = []
+    searcher: Literal["random", "grid", "optuna"] = "random"
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    metric: str = "dev_metric"
+    mode: Literal["max", "min"] = "max"
+    max_concurrent: int = Field(2, gt=0)
+    trial_budget: TrialBudget
+    budget: SweepBudget = Field(default_factory=SweepBudget)
+    winners: WinnersSpec = Field(default_factory=WinnersSpec)
+    seed: int = 7
+
+
+@dataclass(frozen=True)
+class Dimension:
+    path: str
+    kind: str  # a key of CATEGORICAL or NUMERIC
+    values: tuple  # categorical: the values; numeric: (low, high)
+
+    @property
+    def categorical(self) -> bool:
+        return self.kind in CATEGORICAL
+
+
+@dataclass
+class Combination:
+    label: str
+    values: dict[str, Any]  # categorical path -> value, only those that apply
+    numeric: list[str]  # numeric paths that apply
+    dataset: str  # key of the dataset it pre-trains on
+    raw: dict  # the validated job (plain data) before numeric values and per-trial settings
+    steps: int  # pre-training budget in steps
+
+
+@dataclass
+class SweepPlan:
+    name: str
+    sweep_dir: Path
+    spec: SearchSpec
+    dimensions: list[Dimension]
+    combinations: list[Combination]
+    rejected: list[tuple[dict, str]] = field(default_factory=list)  # (values, reason)
+    merged: list[tuple[dict, str, str]] = field(default_factory=list)  # (values, why, label of the same trial)
+    datasets: dict[str, dict] = field(default_factory=dict)  # key -> a raw job that prepares it
+    probe_every: int | None = None
+
+    def combination(self, label: str) -> Combination:
+        return next(c for c in self.combinations if c.label == label)
+
+    def dataset_dir(self, key: str) -> Path:
+        return self.sweep_dir / "datasets" / key
+
+    @property
+    def time_attr(self) -> str:
+        return "tokens" if self.spec.trial_budget.tokens else "step"
+
+    @property
+    def max_t(self) -> int:
+        return self.spec.trial_budget.tokens or self.spec.trial_budget.steps
+
+    @property
+    def categorical_paths(self) -> list[str]:
+        return [d.path for d in self.dimensions if d.categorical]
+
+    def summary(self) -> list[str]:
+        total = len(self.combinations) + len(self.rejected) + len(self.merged)
+        lines = [f"search: {total} combination(s) of {', '.join(self.categorical_paths) or 'no categorical option'}: "
+                 f"{len(self.combinations)} valid, {len(self.rejected)} rejected, {len(self.merged)} merged"]
+        for reason, count in _count(r for _, r in self.rejected):
+            which = [label_of(values) for values, r in self.rejected if r == reason]
+            more = f", +{len(which) - 3} more" if len(which) > 3 else ""
+            lines.append(f"  rejected x{count} ({'; '.join(which[:3])}{more}): {reason}")
+        for reason, count in _count(r for _, r, _ in self.merged):
+            lines.append(f"  merged x{count}: {reason}")
+        return lines
+
+
+def _count(reasons) -> list[tuple[str, int]]:
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        counts[reason] = counts.get(reason, 0) + 1
+    return sorted(counts.items(), key=lambda item: -item[1])
+
+
+def _error(where: str, message: str) -> ConfigError:
+    return ConfigError(f"invalid config: search.{where}: {message}")
+
+
+# -- the spec -----------------------------------------------------------------------------------------------------
+def _spec_allowed(loc: list[str]) -> list[str]:
+    cls: Any = SearchSpec
+    for part in loc:
+        annotation = cls.model_fields[part].annotation if part in getattr(cls, "model_fields", {}) else None
+        cls = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        if cls is None:
+            return []
+    return sorted(cls.model_fields)
+
+
+def parse_spec(raw: Any) -> SearchSpec:
+    if not isinstance(raw, dict):
+        raise ConfigError("invalid config: search: expected a mapping with at least space and trial_budget")
+    try:
+        return SearchSpec.model_validate(raw)
+    except ValidationError as exc:
+        messages = []
+        for error in exc.errors():
+            loc = [str(p) for p in error["loc"] if not str(p).startswith("function-")]
+            where = ".".join(["search", *loc])
+            if error["type"] == "extra_forbidden":
+                allowed = _spec_allowed(loc[:-1])
+                messages.append(f"{where}: unknown key" + (f" (allowed: {', '.join(allowed)})" if allowed else ""))
+            else:
+                messages.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
+        raise ConfigError("invalid config: " + "; ".join(messages)) from None
+
+
+def check_path(path: str) -> None:
+    """``path`` must name an option of the config tree: component options are those of any registered component of
+    the family (whether one applies is decided per combination); ``model.targets.<t>`` needs a registered target."""
+    parts = path.split(".")
+    models: list[type[BaseModel]] = [JobConfig]
+    i = 0
+    while i < len(parts):
+        part, here = parts[i], ".".join(parts[:i]) or "the job"
+        if not models:
+            raise _error(f"space.{path}", f"unknown path: {here} takes a value, not sub-keys")
+        fields = sorted({name for model in models for name in model.model_fields} - {"search"})
+        if part not in fields:
+            raise _error(f"space.{path}", f"unknown path: {here} has no key '{part}' (allowed: {', '.join(fields)})")
+        owner = next(model for model in models if part in model.model_fields)
+        if part in _COMPONENT_FIELDS:
+            registry = _COMPONENT_FIELDS[part]
+            models = [getattr(registry.get(name), "Config", ComponentConfig) for name in registry.names()]
+        elif part == "targets" and owner is ModelConfig:
+            models = []
+            if i + 1 < len(parts):
+                i += 1
+                if parts[i] not in TARGETS:
+                    raise _error(f"space.{path}", f"unknown target '{parts[i]}'; known: {', '.join(TARGETS.names())}")
+                models = [getattr(TARGETS.get(parts[i]), "Config", TargetConfig)]
+        else:
+            sub = _submodel(owner.model_fields[part].annotation)
+            models = [sub] if sub else []
+        i += 1
+
+
+def _submodel(annotation) -> type[BaseModel] | None:
+    candidates = [annotation, *getattr(annotation, "__args__", ())]
+    return next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+
+
+def parse_dimension(path: str, spec: Any) -> Dimension:
+    kinds = ", ".join(CATEGORICAL + NUMERIC)
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise _error(f"space.{path}", f"expected one distribution ({kinds}), e.g. {{choice: [a, b]}}; got {spec!r}")
+    (kind, values), = spec.items()
+    where = f"space.{path}.{kind}"
+    if kind not in CATEGORICAL + NUMERIC:
+        raise _error(f"space.{path}", f"unknown distribution '{kind}' (use one of {kinds})")
+    if kind in CATEGORICAL:
+        if not isinstance(values, list) or not values:
+            raise _error(where, "expected a non-empty list of values")
+        return Dimension(path, kind, tuple(values))
+    if not (isinstance(values, list) and len(values) == 2 and all(_is_number(v) for v in values)):
+        raise _error(where, f"expected [low, high]; got {values!r}")
+    low, high = values
+    if kind == "randint" and not all(isinstance(v, int) for v in values):
+        raise _error(where, f"randint bounds must be integers; got {values!r}")
+    if not (low < high if kind != "randint" else low <= high):
+        raise _error(where, f"low {low} must be below high {high}")
+    if kind == "loguniform" and low <= 0:
+        raise _error(where, f"loguniform needs low > 0; got {low}")
+    return Dimension(path, kind, (low, high))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def parse_dimensions(spec: SearchSpec) -> list[Dimension]:
+    if not spec.space:
+        raise _error("space", "empty: name at least one config path to search")
+    dimensions = []
+    for path, dist in spec.space.items():
+        check_path(path)
+        dimension = parse_dimension(path, dist)
+        if path.startswith("data.") and not dimension.categorical:
+            raise _error(f"space.{path}", "data options must be choice or grid: each value is a dataset prepared "
+                                          "before the sweep")
+        if dimension.kind == "grid" and spec.searcher == "optuna":
+            raise _error(f"space.{path}", "grid needs searcher random or grid (optuna samples every dimension)")
+        dimensions.append(dimension)
+    if spec.scheduler.name == "pbt" and not any(not d.categorical for d in dimensions):
+        raise _error("scheduler.name", "pbt perturbs numeric options: add a uniform, loguniform or randint dimension")
+    return dimensions
+
+
+# -- applying values to a raw job ---------------------------------------------------------------------------------
+def set_path(raw: dict, path: str, value: Any) -> None:
+    """Set ``value`` at ``path``; a component given by name (``encoder: lstm``) or a target given by weight
+    (``sp: 0.5``) becomes a mapping when one of its options is set."""
+    parts = path.split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if isinstance(child, str):
+            child = {"name": child}
+        elif _is_number(child) and parts[depth - 1 : depth] == ["targets"]:
+            child = {"weight": child}
+        elif not isinstance(child, dict):
+            child = {}
+        node[part] = child
+        node = child
+    node[parts[-1]] = copy.deepcopy(value)
+
+
+def applies(raw: dict, path: str) -> bool:
+    """Whether ``path`` is an option of ``raw`` as it stands (the chosen component has it; the target is in the set)."""
+    parts = path.split(".")
+    if parts[:2] == ["model", "targets"] and len(parts) > 2:
+        if parts[2] not in (raw.get("model", {}).get("targets") or {}):
+            return False
+    if len(parts) < 2:
+        return True
+    try:
+        allowed = _allowed_keys(parts[:-1], raw)
+    except ValueError:  # a component name the config will reject with its own message
+        return True
+    return not allowed or parts[-1] in allowed
+
+
+def targets_label(targets: dict) -> str:
+    """``{mlm: 1.0, sp: 0.5}`` -> ``mlm+sp:0.5`` (weights other than 1 shown)."""
+    return "+".join(name if _weight(spec) == 1 else f"{name}:{_weight(spec):g}" for name, spec in targets.items())
+
+
+def _label_part(path: str, value: Any) -> str:
+    last = path.split(".")[-1]
+    if last == "targets" and isinstance(value, dict):
+        return targets_label(value)
+    if last in _COMPONENT_FIELDS and isinstance(value, (str, dict)):
+        return value if isinstance(value, str) else str(value.get("name", json.dumps(value, separators=(",", ":"))))
+    leaf = ".".join(path.split(".")[-2:])
+    return f"{leaf}={value:g}" if _is_number(value) else f"{leaf}={value}"
+
+
+def _weight(spec: Any) -> float:
+    return spec.get("weight", 1.0) if isinstance(spec, dict) else spec
+
+
+def label_of(values: dict[str, Any]) -> str:
+    return " ".join(_label_part(path, value) for path, value in values.items()) or "base"
+
+
+def _dataset_key(job: JobConfig) -> str:
+    identity = {"tokenizer": job.tokenizer.model_dump(mode="json") if job.tokenizer else None,
+                "data": job.data.model_dump(mode="json", exclude={"output_dir"})}
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{job.data.processor.name}-{digest}"
+
+
+def _pick_dataset(raw: dict, datasets: list[dict]) -> tuple[dict | None, str | None]:
+    """The first ``search.datasets`` entry whose processor feeds every target of ``raw`` -> (entry, None), else
+    (None, reason). Without entries the job's own data section is used."""
+    if not datasets:
+        return {}, None
+    targets = list((raw.get("model") or {}).get("targets") or ModelConfig().targets)
+    fed = []
+    for entry in datasets:
+        processor = entry.get("processor", (raw.get("data") or {}).get("processor", "bert"))
+        name = processor.get("name") if isinstance(processor, dict) else processor
+        feeds = getattr(PROCESSORS.get(name), "feeds", ())
+        if all(t in feeds for t in targets):
+            return entry, None
+        fed.append(f"{name} feeds {', '.join(feeds)}")
+    return None, f"no entry of search.datasets feeds target(s) {'+'.join(targets)} ({'; '.join(fed)})"
+
+
+# -- planning -----------------------------------------------------------------------------------------------------
+def _resolve(base: dict, assignment: dict[str, Any], datasets: list[dict]) -> tuple[dict, dict, str | None]:
+    """Apply one categorical assignment -> (raw job, the values that apply, rejection reason or None)."""
+    raw = copy.deepcopy(base)
+    applied: dict[str, Any] = {}
+    model_paths = sorted((p for p in assignment if not p.startswith("data.")), key=lambda p: p.count("."))
+    for path in model_paths:
+        if applies(raw, path):
+            set_path(raw, path, assignment[path])
+            applied[path] = assignment[path]
+    entry, reason = _pick_dataset(raw, datasets)
+    if reason:
+        return raw, applied, reason
+    raw.setdefault("data", {}).update(copy.deepcopy(entry))  # a dataset entry replaces whole data keys
+    for path in sorted((p for p in assignment if p.startswith("data.")), key=lambda p: p.count(".")):
+        if applies(raw, path):
+            set_path(raw, path, assignment[path])
+            applied[path] = assignment[path]
+    return raw, {p: applied[p] for p in assignment if p in applied}, None
+
+
+def _validate(raw: dict) -> JobConfig:
+    return build_config(raw)
+
+
+def _reason(exc: ConfigError) -> str:
+    return str(exc).removeprefix("invalid config: ")
+
+
+def _numeric_rejection(raw: dict, numeric: list[Dimension]) -> str | None:
+    for dimension in numeric:
+        for bound in dimension.values:
+            trial = copy.deepcopy(raw)
+            set_path(trial, dimension.path, bound)
+            try:
+                _validate(trial)
+            except ConfigError as exc:
+                return f"search.space.{dimension.path} = {bound}: {_reason(exc)}"
+    return None
+
+
+def _steps(job: JobConfig, budget: TrialBudget, every: int) -> int:
+    """Pre-training steps of one trial: a token budget counts instance slots, rounded up to whole probe intervals."""
+    if budget.steps:
+        return budget.steps
+    slots = job.train.batch_size * job.run.num_workers * job.data.processor.seq_length
+    return math.ceil(budget.tokens / slots / every) * every
+
+
+def probe_every(job: JobConfig, spec: SearchSpec) -> int | None:
+    """Steps between downstream probes (``train.probe.every``): the scheduler's rungs; required for dev_metric."""
+    probe = getattr(job.train, "probe", None)
+    if probe is None:
+        if spec.metric == "dev_metric":
+            raise ConfigError("invalid config: search.metric: dev_metric comes from the downstream probe: set "
+                              "train.probe (every, steps, tasks) or choose a pre-training metric such as loss")
+        return None
+    return probe.every
+
+
+def absolute_paths(job: JobConfig) -> dict:
+    """The job as plain data with every local path absolute: trials run in other processes and folders."""
+
+    def walk(value):
+        if isinstance(value, Path):
+            return str(value.expanduser().resolve())
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    raw = walk(job.model_dump(exclude={"search"}))
+    raw["data"]["corpus"] = [_absolute(p) for p in raw["data"]["corpus"]]
+    return raw
+
+
+def _absolute(path: str) -> str:
+    return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+def plan_sweep(job: JobConfig, raw_search: dict | None = None) -> SweepPlan:
+    """Validate ``job.search`` and enumerate its combinations; raises ConfigError naming the key when the spec is
+    wrong or no combination survives."""
+    raw_search = raw_search if raw_search is not None else getattr(job, "search", None)
+    if not raw_search:
+        raise ConfigError("invalid config: search: missing; `tune` needs a search section (space, trial_budget)")
+    spec = parse_spec(raw_search)
+    dimensions = parse_dimensions(spec)
+    if spec.winners.k and not job.finetune.train_path:
+        raise _error("winners.k", "fine-tuning the winners needs finetune.train_path (and test_path for a test "
+                                  "score); or set winners.k: 0")
+    every = probe_every(job, spec) or 1
+    if spec.trial_budget.steps and spec.trial_budget.steps % every:
+        raise _error("trial_budget.steps", f"{spec.trial_budget.steps} is not a multiple of train.probe.every "
+                                           f"({every}): the last step must be scored")
+    base = absolute_paths(job)
+    datasets = [{**d, **({"corpus": [_absolute(p) for p in d["corpus"]]} if "corpus" in d else {})} for d in spec.datasets]
+    categorical = [d for d in dimensions if d.categorical]
+    numeric = [d for d in dimensions if not d.categorical]
+    name = spec.name or job.run.name
+    plan = SweepPlan(name, Path(job.run.storage_path).resolve() / name, spec, dimensions, [], probe_every=every)
+    seen: dict[str, str] = {}  # applied values -> label of the combination kept (or rejected) for them
+    for values in itertools.product(*(d.values for d in categorical)):
+        assignment = dict(zip((d.path for d in categorical), values))
+        raw, applied, reason = _resolve(base, assignment, datasets)
+        key = json.dumps(applied, sort_keys=True, default=str)
+        if key in seen:
+            dropped = ", ".join(p for p in assignment if p not in applied)
+            plan.merged.append((assignment, f"{dropped} does not apply (same trial as another combination)", seen[key]))
+            continue
+        seen[key] = label_of(applied)
+        applying = [d for d in numeric if applies(raw, d.path)]
+        if reason is None:
+            try:
+                trial_job = _validate(raw)
+                reason = _numeric_rejection(raw, applying)
+            except ConfigError as exc:
+                reason = _reason(exc)
+        if reason:
+            plan.rejected.append((assignment, reason))
+            continue
+        dataset = _dataset_key(trial_job)
+        plan.datasets.setdefault(dataset, raw)
+        plan.combinations.append(Combination(
+            label_of(applied), applied, [d.path for d in applying], dataset, raw,
+            _steps(trial_job, spec.trial_budget, every),
+        ))
+    _unique_labels(plan.combinations)
+    if not plan.combinations:
+        reasons = "; ".join(f"{reason} (x{count})" for reason, count in _count(r for _, r in plan.rejected))
+        raise ConfigError(f"invalid config: search.space: no valid combination among {len(plan.rejected)}: {reasons}")
+    return plan
+
+
+def _unique_labels(combinations: list[Combination]) -> None:
+    counts: dict[str, int] = {}
+    for combination in combinations:
+        counts[combination.label] = counts.get(combination.label, 0) + 1
+    for index, combination in enumerate(combinations):
+        if counts[combination.label] > 1:
+            combination.label = f"{combination.label} #{index}"

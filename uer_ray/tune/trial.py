@@ -1,0 +1,139 @@
+"""One trial: apply a combination to the job, pre-train it on Ray Train for the trial budget with the downstream
+probe, and pass the probe reports (dev metric + pre-training losses at each rung) to Ray Tune.
+
+The Train controller hands each report to a small queue (``ForwardReports``, a Train ``UserCallback``); the trial
+function drains it and calls ``tune.report``, attaching the Train checkpoint when the scheduler needs one (PBT). Only
+reports that carry the sweep's metric reach Tune, so every scheduler sees the same rungs (``train.probe.every``).
+A trial's Train run lives in ``<sweep>/trials/<trial id>``: a trial restarted by Tune (resumed sweep, HyperBand's
+pause) resumes from its own latest Train checkpoint.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+from typing import Any
+
+from ray.train import UserCallback
+
+from uer_ray.config import JobConfig, build_config
+from uer_ray.tune.search import SweepPlan, set_path, targets_label
+
+CHECKPOINT_PATH = "checkpoint_path"
+
+
+def flat_config(plan: SweepPlan, config: dict, trial_id: str) -> dict[str, Any]:
+    """The trial's combination as flat W&B config keys: encoder and target set by name, target weights and every
+    searched option as their own keys."""
+    combination = plan.combination(config["combination"])
+    model = combination.raw["model"]
+    flat: dict[str, Any] = {
+        "sweep": plan.name, "trial_id": trial_id, "combination": combination.label,
+        "model.encoder": model["encoder"]["name"], "model.targets": targets_label(model["targets"]),
+        "data.processor": combination.raw["data"]["processor"]["name"],
+    }
+    for name, target in model["targets"].items():
+        flat[f"model.targets.{name}.weight"] = target["weight"]
+    for path, value in combination.values.items():
+        if isinstance(value, dict) and path.endswith(("encoder", "processor")):
+            flat.update({f"{path}.{key}": option for key, option in value.items() if key != "name"})
+        elif not isinstance(value, dict):
+            flat[path] = value
+    flat.update({path: config[path] for path in combination.numeric})
+    return flat
+
+
+def trial_job(plan: SweepPlan, config: dict, trial_id: str) -> JobConfig:
+    """The job one trial pre-trains: its combination, its sampled numeric values, the shared dataset, the budget."""
+    combination = plan.combination(config["combination"])
+    raw = copy.deepcopy(combination.raw)
+    for path in combination.numeric:
+        set_path(raw, path, config[path])
+    raw["run"].update(name=trial_id, storage_path=str(plan.sweep_dir / "trials"))
+    raw["data"]["output_dir"] = str(plan.dataset_dir(combination.dataset))
+    raw["train"]["total_steps"] = combination.steps
+    raw["tracking"].update(group=plan.name, dir=str(plan.sweep_dir / "wandb"),
+                           config=flat_config(plan, config, trial_id))
+    return build_config(raw)
+
+
+class ForwardReports(UserCallback):
+    """Runs in the Train controller: puts (rank 0's metrics, checkpoint path) of every report carrying ``metric``
+    on a queue that the trial function drains (the budget is whole probe intervals, so the last step is one)."""
+
+    def __init__(self, queue, metric: str):
+        self.queue, self.metric = queue, metric
+
+    def after_report(self, run_context, metrics, checkpoint):
+        row = dict(metrics[0])
+        if self.metric in row:
+            self.queue.put((row, checkpoint.path if checkpoint else None))
+
+
+class _Segment:
+    """Where this trial's pre-training starts: fresh, or (PBT) from another trial's checkpoint. A warm start runs the
+    rest of the budget as its own Train run and shifts the reported step and tokens by the donor's."""
+
+    def __init__(self, job: JobConfig, trial_id: str, checkpoint) -> None:
+        self.run, self.step, self.tokens = "pretrain", 0, 0
+        meta = checkpoint.get_metadata() if checkpoint is not None else {}
+        if not meta:
+            return
+        if meta["trial_id"] == trial_id:  # our own checkpoint: our Train run resumes itself
+            self.run, self.step, self.tokens = meta["run"], meta["offset_step"], meta["offset_tokens"]
+        else:
+            self.step, self.tokens = meta["step"], meta["tokens"]
+            self.run = f"pretrain-from-{meta['trial_id']}-{self.step}"
+            local = job.run_dir / self.run / "init"
+            if not local.exists():
+                checkpoint.to_directory(str(local))
+            job.train.init_from = local
+        if self.step:
+            job.train.total_steps = max(job.train.total_steps - self.step, 1)
+            job.train.warmup = 0.0
+
+    def shift(self, row: dict) -> dict:
+        row = dict(row)
+        row["step"] = row.get("step", 0) + self.step
+        row["tokens"] = row.get("tokens", 0) + self.tokens
+        return row
+
+    def metadata(self, trial_id: str, row: dict) -> dict:
+        return {"trial_id": trial_id, "run": self.run, "step": row["step"], "tokens": row["tokens"],
+                "offset_step": self.step, "offset_tokens": self.tokens}
+
+
+def run_trial(config: dict, plan: SweepPlan) -> None:
+    """Ray Tune function trainable."""
+    from ray import tune
+    from ray.util.queue import Queue
+
+    from uer_ray.train.pretrain import pretrain
+
+    trial_id = tune.get_context().get_trial_id()
+    job = trial_job(plan, config, trial_id)
+    segment = _Segment(job, trial_id, tune.get_checkpoint())
+    with_checkpoints = plan.spec.scheduler.name == "pbt"
+    reports = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    outcome: dict = {}
+
+    def train() -> None:
+        try:
+            outcome["result"] = pretrain(job, name=segment.run, callbacks=[ForwardReports(reports, plan.spec.metric)])
+        except BaseException as exc:  # re-raised in the trial's thread
+            outcome["error"] = exc
+        finally:
+            reports.put(None)
+
+    threading.Thread(target=train, name="uer-ray-trial", daemon=True).start()
+    while (item := reports.get()) is not None:
+        row, path = item
+        row = segment.shift(row)
+        checkpoint = None
+        if path:
+            row[CHECKPOINT_PATH] = path
+            if with_checkpoints:
+                checkpoint = tune.Checkpoint.from_directory(path)
+                checkpoint.set_metadata(segment.metadata(trial_id, row))
+        tune.report(row, checkpoint=checkpoint)
+    if "error" in outcome:
+        raise outcome["error"]
