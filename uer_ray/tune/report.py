@@ -140,7 +140,11 @@ def plot_by_encoder_targets(records: list[dict], metric: str, mode: str, path: P
     for r in ran:
         i, j = encoders.index(r["encoder"]), target_sets.index("+".join(r["targets"]))
         grid[i][j] = r["metric"] if math.isnan(grid[i][j]) else pick(grid[i][j], r["metric"])
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(target_sets), 1.4 + 0.8 * len(encoders)))
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * max(len(target_sets), 1), 1.4 + 0.8 * max(len(encoders), 1)))
+    if not ran:
+        ax.text(0.5, 0.5, "no trial was scored", ha="center", va="center")
+        ax.set_axis_off()
+        return _save(fig, path)
     image = ax.imshow(grid, cmap="viridis" if mode == "max" else "viridis_r", aspect="auto")
     ax.set_xticks(range(len(target_sets)), target_sets)
     ax.set_yticks(range(len(encoders)), encoders)
@@ -178,7 +182,6 @@ def write_report(header: dict, records: list[dict], winners: list[dict], out_dir
     report = out_dir / "report.md"
     report.write_text(text, encoding="utf-8")
     progress(text)
-    progress(f"tune: report -> {report}; plots -> {out_dir / 'plots'}")
     if tracking is not None:
         log_summary_run(tracking, sweep or header["sweep"], header, records, winners, plots, report, out_dir, progress)
     return report
@@ -187,10 +190,10 @@ def write_report(header: dict, records: list[dict], winners: list[dict], out_dir
 def log_summary_run(tracking, sweep: str, header: dict, records: list[dict], winners: list[dict],
                     plots: dict[str, Path], report: Path, out_dir: Path, progress=print) -> None:
     """One W&B run in the sweep's group: the trials table, the plots, the report file, the best result."""
-    from uer_ray.tracking import Tracker
+    from uer_ray.tracking import Tracker, wandb_location
 
     tracker = Tracker(tracking.model_copy(update={"group": sweep}), sweep, "sweep-report",
-                      {k: v for k, v in header.items() if k != "summary"}, out_dir / "wandb")
+                      {k: v for k, v in header.items() if k != "summary"}, wandb_location(tracking, str(out_dir)))
     if tracker.run is None:
         return
     import wandb

@@ -35,7 +35,6 @@ import itertools
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
@@ -51,6 +50,7 @@ from uer_ray.config import (
     _allowed_keys,
     build_config,
 )
+from uer_ray import storage
 from uer_ray.registry import PROCESSORS, TARGETS
 
 CATEGORICAL = ("choice", "grid")
@@ -117,14 +117,14 @@ class Combination:
     values: dict[str, Any]  # categorical path -> value, only those that apply
     numeric: list[str]  # numeric paths that apply
     dataset: str  # key of the dataset it pre-trains on
-    raw: dict  # the validated job (plain data) before numeric values and per-trial settings
+    raw: dict  # the validated job as plain data, before numeric values and per-trial settings
     steps: int  # pre-training budget in steps
 
 
 @dataclass
 class SweepPlan:
     name: str
-    sweep_dir: Path
+    sweep_dir: str  # a local path or a URI (run.storage_path / search.name)
     spec: SearchSpec
     dimensions: list[Dimension]
     combinations: list[Combination]
@@ -136,8 +136,11 @@ class SweepPlan:
     def combination(self, label: str) -> Combination:
         return next(c for c in self.combinations if c.label == label)
 
-    def dataset_dir(self, key: str) -> Path:
-        return self.sweep_dir / "datasets" / key
+    def location(self, *parts: str) -> str:
+        return storage.join(self.sweep_dir, *parts)
+
+    def dataset_dir(self, key: str) -> str:
+        return self.location("datasets", key)
 
     @property
     def time_attr(self) -> str:
@@ -267,11 +270,23 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def flatten_space(space: dict, prefix: str = ""):
+    """(path, distribution) pairs: dotted keys (``train.lr: {...}``) or nested ones (``train: {lr: {...}}``, what
+    ``--set search.space.train.lr=...`` makes)."""
+    for key, value in space.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        nested = isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values())
+        if nested and not set(value) & set(CATEGORICAL + NUMERIC):
+            yield from flatten_space(value, path)
+        else:
+            yield path, value
+
+
 def parse_dimensions(spec: SearchSpec) -> list[Dimension]:
     if not spec.space:
         raise _error("space", "empty: name at least one config path to search")
     dimensions = []
-    for path, dist in spec.space.items():
+    for path, dist in flatten_space(spec.space):
         check_path(path)
         dimension = parse_dimension(path, dist)
         if path.startswith("data.") and not dimension.categorical:
@@ -426,25 +441,9 @@ def probe_every(job: JobConfig, spec: SearchSpec) -> int | None:
     return probe.every
 
 
-def absolute_paths(job: JobConfig) -> dict:
-    """The job as plain data with every local path absolute: trials run in other processes and folders."""
-
-    def walk(value):
-        if isinstance(value, Path):
-            return str(value.expanduser().resolve())
-        if isinstance(value, dict):
-            return {k: walk(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [walk(v) for v in value]
-        return value
-
-    raw = walk(job.model_dump(exclude={"search"}))
-    raw["data"]["corpus"] = [_absolute(p) for p in raw["data"]["corpus"]]
-    return raw
-
-
-def _absolute(path: str) -> str:
-    return path if "://" in path else str(Path(path).expanduser().resolve())
+def _plain(job: JobConfig) -> dict:
+    """The validated job as plain data (every local path already absolute: trials run in other folders)."""
+    return job.model_dump(mode="json", exclude={"search"})
 
 
 def plan_sweep(job: JobConfig, raw_search: dict | None = None) -> SweepPlan:
@@ -462,16 +461,15 @@ def plan_sweep(job: JobConfig, raw_search: dict | None = None) -> SweepPlan:
     if spec.trial_budget.steps and spec.trial_budget.steps % every:
         raise _error("trial_budget.steps", f"{spec.trial_budget.steps} is not a multiple of train.probe.every "
                                            f"({every}): the last step must be scored")
-    base = absolute_paths(job)
-    datasets = [{**d, **({"corpus": [_absolute(p) for p in d["corpus"]]} if "corpus" in d else {})} for d in spec.datasets]
+    base = _plain(job)
     categorical = [d for d in dimensions if d.categorical]
     numeric = [d for d in dimensions if not d.categorical]
     name = spec.name or job.run.name
-    plan = SweepPlan(name, Path(job.run.storage_path).resolve() / name, spec, dimensions, [], probe_every=every)
+    plan = SweepPlan(name, storage.join(job.run.storage_path, name), spec, dimensions, [], probe_every=every)
     seen: dict[str, str] = {}  # applied values -> label of the combination kept (or rejected) for them
     for values in itertools.product(*(d.values for d in categorical)):
         assignment = dict(zip((d.path for d in categorical), values))
-        raw, applied, reason = _resolve(base, assignment, datasets)
+        raw, applied, reason = _resolve(base, assignment, spec.datasets)
         key = json.dumps(applied, sort_keys=True, default=str)
         if key in seen:
             dropped = ", ".join(p for p in assignment if p not in applied)
@@ -489,9 +487,10 @@ def plan_sweep(job: JobConfig, raw_search: dict | None = None) -> SweepPlan:
             plan.rejected.append((assignment, reason))
             continue
         dataset = _dataset_key(trial_job)
-        plan.datasets.setdefault(dataset, raw)
+        plain = _plain(trial_job)
+        plan.datasets.setdefault(dataset, plain)
         plan.combinations.append(Combination(
-            label_of(applied), applied, [d.path for d in applying], dataset, raw,
+            label_of(applied), applied, [d.path for d in applying], dataset, plain,
             _steps(trial_job, spec.trial_budget, every),
         ))
     _unique_labels(plan.combinations)

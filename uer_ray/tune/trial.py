@@ -15,6 +15,7 @@ from typing import Any
 
 from ray.train import UserCallback
 
+from uer_ray import storage
 from uer_ray.config import JobConfig, build_config
 from uer_ray.tune.search import SweepPlan, set_path, targets_label
 
@@ -48,11 +49,11 @@ def trial_job(plan: SweepPlan, config: dict, trial_id: str) -> JobConfig:
     raw = copy.deepcopy(combination.raw)
     for path in combination.numeric:
         set_path(raw, path, config[path])
-    raw["run"].update(name=trial_id, storage_path=str(plan.sweep_dir / "trials"))
-    raw["data"]["output_dir"] = str(plan.dataset_dir(combination.dataset))
-    raw["train"]["total_steps"] = combination.steps
-    raw["tracking"].update(group=plan.name, dir=str(plan.sweep_dir / "wandb"),
-                           config=flat_config(plan, config, trial_id))
+    raw["run"].update(name=trial_id, storage_path=plan.location("trials"))
+    raw["data"]["output_dir"] = plan.dataset_dir(combination.dataset)
+    # A checkpoint at every rung: a trial restarted (resumed sweep, HyperBand, PBT) loses at most one interval.
+    raw["train"].update(total_steps=combination.steps, checkpoint_every=plan.probe_every)
+    raw["tracking"].update(group=plan.name, dir=plan.location("wandb"), config=flat_config(plan, config, trial_id))
     return build_config(raw)
 
 
@@ -83,10 +84,10 @@ class _Segment:
         else:
             self.step, self.tokens = meta["step"], meta["tokens"]
             self.run = f"pretrain-from-{meta['trial_id']}-{self.step}"
-            local = job.run_dir / self.run / "init"
-            if not local.exists():
-                checkpoint.to_directory(str(local))
-            job.train.init_from = local
+            start = storage.join(job.run_dir, self.run, "init")  # Tune may rotate the donor's copy out
+            if not storage.exists(start):
+                storage.copy_dir(checkpoint.path, start)
+            job.train.init_from = start
         if self.step:
             job.train.total_steps = max(job.train.total_steps - self.step, 1)
             job.train.warmup = 0.0

@@ -12,8 +12,8 @@ import copy
 import json
 import math
 import random
-from pathlib import Path
 
+from uer_ray import storage
 from uer_ray.config import ConfigError, JobConfig, build_config
 from uer_ray.tune.search import SweepPlan, label_of, set_path
 from uer_ray.tune.trial import CHECKPOINT_PATH, flat_config, run_trial
@@ -100,7 +100,7 @@ def make_searcher(plan: SweepPlan):
         from ray.tune.search.optuna import OptunaSearch
 
         return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=plan.spec.seed))
-    return BasicVariantGenerator(random_state=plan.spec.seed)
+    return BasicVariantGenerator(max_concurrent=plan.spec.max_concurrent, random_state=plan.spec.seed)
 
 
 def num_samples(plan: SweepPlan) -> int:
@@ -135,42 +135,45 @@ def prepare_datasets(plan: SweepPlan, progress=print) -> None:
 
     for key, raw in plan.datasets.items():
         out = plan.dataset_dir(key)
-        if (out / MANIFEST).is_file():
+        if storage.exists(storage.join(out, MANIFEST)):
             progress(f"tune: dataset {key} ready ({out})")
             continue
         raw = copy.deepcopy(raw)
-        raw["data"]["output_dir"] = str(out)
+        raw["data"]["output_dir"] = out
         progress(f"tune: preparing dataset {key} (processor {raw['data']['processor']['name']})")
         preprocess(build_config(raw), progress=progress)
 
 
 def check_sweep_dir(plan: SweepPlan, resume: bool) -> None:
     """A new sweep never overwrites an old one; ``--resume`` needs one (checked before Ray starts)."""
-    state = plan.sweep_dir / TUNE_DIR / "tuner.pkl"
-    if resume and not state.is_file():
-        raise ConfigError(f"tune --resume: no sweep to resume at {state.parent}")
-    if not resume and state.parent.exists():
-        raise ConfigError(f"a sweep already exists at {state.parent}: add --resume to continue it, or set another "
-                          "search.name")
+    where = plan.location(TUNE_DIR)
+    if resume and not storage.exists(storage.join(where, "tuner.pkl")):
+        raise ConfigError(f"tune --resume: no sweep to resume at {where}")
+    if not resume and storage.exists(where):
+        raise ConfigError(f"a sweep already exists at {where}: add --resume to continue it, or set another search.name")
 
 
 def make_tuner(plan: SweepPlan, resume: bool):
     from ray import tune
 
     trainable = tune.with_resources(tune.with_parameters(run_trial, plan=plan), {"cpu": 0, TUNE_DRIVER: 1})
+    filesystem, root = storage.filesystem_and_root(plan.sweep_dir)
     if resume:
-        return tune.Tuner.restore(str(plan.sweep_dir / TUNE_DIR), trainable, resume_unfinished=True)
+        return tune.Tuner.restore(plan.location(TUNE_DIR), trainable, resume_unfinished=True,
+                                  storage_filesystem=filesystem)
     spec = plan.spec
     return tune.Tuner(
         trainable,
         param_space=param_space(plan),
         tune_config=tune.TuneConfig(
             metric=spec.metric, mode=spec.mode, search_alg=make_searcher(plan), scheduler=make_scheduler(plan),
-            num_samples=num_samples(plan), max_concurrent_trials=spec.max_concurrent,
+            num_samples=num_samples(plan),
+            # a Searcher is limited by Tune; the variant generator limits itself
+            max_concurrent_trials=spec.max_concurrent if spec.searcher == "optuna" else None,
             time_budget_s=spec.budget.time_s,
         ),
         run_config=tune.RunConfig(
-            name=TUNE_DIR, storage_path=str(plan.sweep_dir), verbose=1,
+            name=TUNE_DIR, storage_path=root, storage_filesystem=filesystem, verbose=1,
             stop=_token_stopper(spec.budget.tokens) if spec.budget.tokens else None,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if spec.scheduler.name == "pbt" else None),
             failure_config=tune.FailureConfig(max_failures=0),
@@ -184,18 +187,17 @@ def _finite(value) -> bool:
 
 
 def trial_record(plan: SweepPlan, result) -> dict:
-    """One Tune result -> a plain record: combination, compute used, metric history, best checkpoint, status."""
-    metric, sign = plan.spec.metric, (1 if plan.spec.mode == "max" else -1)
+    """One Tune result -> a plain record: combination, compute used, metric at each rung, status, and the checkpoint
+    of its last rung (scored by the record's ``metric``, the last probe: what a winner is fine-tuned from)."""
+    metric = plan.spec.metric
     config = {k: v for k, v in result.config.items() if k != "grid_point"}
     combination = plan.combination(config["combination"])
     frame = result.metrics_dataframe
-    scored = [r for r in (frame.to_dict("records") if frame is not None else []) if _finite(r.get(metric))]
+    rows = [r for r in (frame.to_dict("records") if frame is not None else []) if _finite(r.get(metric))]
     history = [{k: row[k] for k in ("step", "tokens", "loss", metric, "time_total_s") if _finite(row.get(k))}
-               for row in scored]
-    last = {**history[-1], "ended": scored[-1].get("timestamp")} if history else {}
-    best = max(scored, key=lambda row: sign * row[metric]) if scored else {}
-    checkpoints = [r[CHECKPOINT_PATH] for r in (best, *reversed(scored)) if isinstance(r.get(CHECKPOINT_PATH), str)]
-    checkpoint = next((c for c in checkpoints if Path(c).is_dir()), None)  # older ones may have been rotated out
+               for row in rows]
+    last = rows[-1] if rows else {}
+    trial_id = last.get("trial_id") or storage.name(result.path).split("_")[-3]
     steps = int(last.get("step", 0))
     if result.error is not None:
         status, note = "failed", str(result.error).strip().splitlines()[-1][:200]
@@ -203,14 +205,15 @@ def trial_record(plan: SweepPlan, result) -> dict:
         status, note = "completed", ""
     else:
         status, note = "stopped", f"stopped early at {plan.time_attr} {last.get(plan.time_attr, 0):,.0f}"
+    checkpoint = last.get(CHECKPOINT_PATH) if isinstance(last.get(CHECKPOINT_PATH), str) else None
     return {
-        "trial_id": (result.metrics or {}).get("trial_id") or Path(result.path).name,
-        "label": combination.label, "config": flat_config(plan, config, ""), "encoder": combination.raw["model"]["encoder"]["name"],
-        "targets": list(combination.raw["model"]["targets"]), "status": status, "note": note,
-        "steps": steps, "budget_steps": combination.steps, "tokens": int(last.get("tokens", 0)),
-        "time_s": float(last.get("time_total_s", 0.0)), "ended": last.get("ended"),
-        "metric": best.get(metric), "final_metric": last.get(metric),
-        "checkpoint": checkpoint, "history": history, "sampled": {p: config[p] for p in combination.numeric},
+        "trial_id": trial_id, "label": combination.label, "config": flat_config(plan, config, trial_id),
+        "encoder": combination.raw["model"]["encoder"]["name"], "targets": list(combination.raw["model"]["targets"]),
+        "status": status, "note": note, "steps": steps, "budget_steps": combination.steps,
+        "tokens": int(last.get("tokens", 0)), "time_s": float(last.get("time_total_s", 0.0)),
+        "ended": last.get("timestamp"), "metric": last.get(metric), "history": history,
+        "checkpoint": checkpoint if checkpoint and storage.exists(checkpoint) else None,
+        "sampled": {p: config[p] for p in combination.numeric},
     }
 
 
@@ -228,9 +231,9 @@ def winner_job(plan: SweepPlan, record: dict, rank: int) -> JobConfig:
     for path, value in record["sampled"].items():
         set_path(raw, path, value)
     name = f"winner{rank}-{record['trial_id']}"
-    raw["run"].update(name=name, storage_path=str(plan.sweep_dir / "winners"))
+    raw["run"].update(name=name, storage_path=plan.location("winners"))
     raw["finetune"]["pretrained"] = record["checkpoint"]
-    raw["tracking"].update(group=plan.name, dir=str(plan.sweep_dir / "wandb"),
+    raw["tracking"].update(group=plan.name, dir=plan.location("wandb"),
                            config={**record["config"], "trial_id": record["trial_id"], "winner_rank": rank})
     return build_config(raw)
 
@@ -265,16 +268,18 @@ def run_sweep(job: JobConfig, plan: SweepPlan, resume: bool = False, progress=pr
     if TUNE_DRIVER not in ray.cluster_resources():
         raise ConfigError(f"the Ray cluster has no '{TUNE_DRIVER}' resource for Tune's trial actors: start its head "
                           f"with --resources='{{\"{TUNE_DRIVER}\": 1000}}'")
-    plan.sweep_dir.mkdir(parents=True, exist_ok=True)
     prepare_datasets(plan, progress)
-    tuner = make_tuner(plan, resume)
-    grid = tuner.fit()
+    grid = make_tuner(plan, resume).fit()
     records = [trial_record(plan, result) for result in grid]
-    (plan.sweep_dir / "trials.json").write_text(json.dumps(records, indent=1, default=str))
+    storage.write_text(plan.location("trials.json"), json.dumps(records, indent=1, default=str))
     winners = finetune_winners(plan, records, progress)
-    report = write_report(plan_header(plan), records + skipped_records(plan), winners, plan.sweep_dir,
-                          metric=plan.spec.metric, mode=plan.spec.mode, tracking=job.tracking, sweep=plan.name)
-    return {"records": records, "winners": winners, "report": report}
+    with storage.staging_dir("uer-tune-report-") as local:
+        write_report(plan_header(plan), records + skipped_records(plan), winners, local, metric=plan.spec.metric,
+                     mode=plan.spec.mode, tracking=job.tracking.model_copy(update={"dir": plan.location("wandb")}),
+                     progress=progress)
+        storage.upload_dir(local, plan.sweep_dir)
+    progress(f"tune: report -> {plan.location('report.md')}, plots -> {plan.location('plots')}")
+    return {"records": records, "winners": winners, "report": plan.location("report.md")}
 
 
 def plan_header(plan: SweepPlan) -> dict:
