@@ -207,3 +207,29 @@ def test_param_space_draws_only_valid_combinations(spec):
     completions = space["combination"].func.groups
     assert completions["lm"] == ["lstm lm", "gatedcnn lm"]  # transformer lm is rejected, never drawn
     assert isinstance(space["train.lr"], tune.search.sample.Float) and num_samples(plan) == 5
+
+
+def test_optuna_draws_valid_combinations_and_schedulers_build(spec):
+    from ray.tune import schedulers
+
+    from uer_ray.tune.tuner import make_scheduler, make_searcher, param_space
+
+    spec["search"].update(searcher="optuna", budget={"trials": 4})
+    for dimension in ("model.encoder", "model.targets", "model.targets.sp.weight"):
+        spec["search"]["space"][dimension] = {"choice": spec["search"]["space"][dimension]["grid"]}
+    spec["search"]["space"]["train.lr"] = {"loguniform": [1e-4, 1e-3]}
+    plan = plan_of(spec)
+    searcher = make_searcher(plan)
+    assert searcher.set_search_properties("dev_metric", "max", param_space(plan))
+    labels = {c.label for c in plan.combinations}
+    for index in range(4):
+        config = searcher.suggest(f"trial_{index}")
+        assert config["combination"] in labels and 1e-4 <= config["train.lr"] <= 1e-3
+
+    spec["search"]["scheduler"] = {"name": "pbt"}
+    pbt = make_scheduler(plan_of(spec))
+    assert isinstance(pbt, schedulers.PopulationBasedTraining) and pbt._perturbation_interval == 100
+    assert list(pbt._hyperparam_mutations) == ["train.lr"]  # only numeric options mutate: weights match the combination
+    spec["search"]["scheduler"] = {"name": "hyperband", "reduction_factor": 2}
+    hyperband = make_scheduler(plan_of(spec))
+    assert isinstance(hyperband, schedulers.HyperBandScheduler) and hyperband._time_attr == "step"

@@ -197,7 +197,7 @@ def trial_record(plan: SweepPlan, result) -> dict:
     history = [{k: row[k] for k in ("step", "tokens", "loss", metric, "time_total_s") if _finite(row.get(k))}
                for row in rows]
     last = rows[-1] if rows else {}
-    trial_id = last.get("trial_id") or storage.name(result.path).split("_")[-3]
+    trial_id = last.get("trial_id") or (result.metrics or {}).get("trial_id") or storage.name(result.path)
     steps = int(last.get("step", 0))
     if result.error is not None:
         status, note = "failed", str(result.error).strip().splitlines()[-1][:200]
