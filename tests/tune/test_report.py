@@ -33,7 +33,7 @@ RECORDS = [
     trial("lstm lm", "lstm", ["lm"], [], status="failed", steps=0, ended=4, note="UserError: out of memory"),
     {"label": "transformer lm", "status": "rejected", "note": "model: target lm needs a causal encoder"},
     {"label": "lstm mlm sp.weight=0.5", "status": "merged",
-     "note": "model.targets.sp.weight does not apply: same trial as 'lstm mlm'"},
+     "note": "model.targets.sp.weight does not apply: same as 'lstm mlm'"},
 ]
 WINNERS = [{"rank": 1, "trial_id": "t_transformer_mlm+sp", "label": "transformer mlm+sp", "metric": 0.74,
             "test_acc": 0.8125, "dev_acc": 0.8}]
@@ -51,7 +51,7 @@ def test_markdown_table_ranks_trials_and_explains_the_rest(tmp_path):
     assert table[2].endswith("| 0.55 | stopped | stopped early at step 100 |")
     assert table[3].endswith("| - | failed | UserError: out of memory |")
     assert table[4].endswith("| rejected | model: target lm needs a causal encoder |")
-    assert "same trial as 'lstm mlm'" in table[5]
+    assert "same as 'lstm mlm'" in table[5]
     # 300 + 300 + 100 + 0 steps of the 4 x 300 that running every trial to the end would take
     assert "Pre-training steps used: 700 of 1,200 (58% of running every trial to the end)." in text
     assert "Trials: 2 completed, 1 stopped early, 1 failed." in text

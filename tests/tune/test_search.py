@@ -73,8 +73,9 @@ def test_trial_job_applies_the_combination_budget_and_tracking(spec):
     assert job.data.processor.name == "bert" and job.data.output_dir.startswith(plan.location("datasets", "bert-"))
     assert (job.train.total_steps, job.train.checkpoint_every) == (600, 100)
     assert job.run.name == "abc_00003" and job.run.storage_path == plan.location("trials")
-    assert job.tracking.group == "tune-encoders-targets"
-    flat = job.tracking.config
+    assert job.tracking.mode == "disabled"  # the trial's W&B run is logged on the driver (TrialRuns)
+    flat = flat_config(plan, {"combination": "gatedcnn mlm+sp sp.weight=0.25"}, "abc_00003")
+    assert flat["trial_id"] == "abc_00003" and flat["sweep"] == "tune-encoders-targets"
     assert flat["model.encoder"] == "gatedcnn" and flat["model.targets"] == "mlm+sp:0.25"
     assert flat["model.targets.sp.weight"] == 0.25 and flat["model.encoder.kernel_size"] == 3
     assert all(not isinstance(v, (dict, list)) for v in flat.values())  # flat W&B config keys

@@ -58,14 +58,14 @@ def launch(*args, **kwargs):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
-def pretrain_runs(sweep: Path) -> dict[str, list[dict]]:
-    """Trial id -> its offline W&B pre-training runs, once the W&B service has written them."""
+def trial_runs(sweep: Path) -> dict[str, list[dict]]:
+    """Trial id -> its offline W&B runs, once the W&B service has written them."""
     deadline = time.time() + 60
     while True:
         records = [run_record(f) for f in runs(sweep / "wandb")]
         found: dict[str, list[dict]] = {}
         for record in records:
-            if record["job_type"] == "pretrain":
+            if record["job_type"] == "trial":
                 found.setdefault(record["config"]["trial_id"], []).append(record)
         if all(r["history"] for r in records if r["job_type"]) or time.time() > deadline:
             return found
@@ -96,7 +96,7 @@ def test_sweep_runs_reports_and_logs_one_wandb_run_per_trial(tmp_path, data_dir)
     for name in ("metric_vs_compute.png", "best_so_far.png", "metric_by_encoder_targets.png"):
         assert (sweep / "plots" / name).read_bytes()[:4] == b"\x89PNG"
 
-    by_trial = pretrain_runs(sweep)
+    by_trial = trial_runs(sweep)
     assert sorted(by_trial) == sorted(r["trial_id"] for r in records)  # one W&B run per trial, grouped by sweep
     for record in records:
         (run,) = by_trial[record["trial_id"]]
@@ -106,7 +106,7 @@ def test_sweep_runs_reports_and_logs_one_wandb_run_per_trial(tmp_path, data_dir)
         probed = [row["dev_metric"] for row in run["history"] if "dev_metric" in row]
         assert probed == [row["dev_metric"] for row in record["history"]]  # the metric history, rung by rung
     kinds = sorted(run_record(f)["job_type"] for f in runs(sweep / "wandb"))
-    assert kinds == ["finetune", "pretrain", "pretrain", "pretrain", "sweep-report"]
+    assert kinds == ["finetune", "sweep-report", "trial", "trial", "trial"]
 
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, data_dir):
@@ -139,4 +139,5 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, data_
         assert path.stat().st_mtime == mtime  # the finished trial was not trained again
     for trial_id in done_ids:
         assert [row["step"] for row in records[trial_id]["history"]] == [20, 40, 60]  # its results were kept
-        assert len(pretrain_runs(sweep)[trial_id]) == 1  # and its W&B run was not started again
+        (run,) = trial_runs(sweep)[trial_id]  # and its W&B run was not started again
+        assert [row["step"] for row in run["history"]] == [20, 40, 60]

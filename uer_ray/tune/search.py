@@ -128,7 +128,7 @@ class SweepPlan:
     spec: SearchSpec
     dimensions: list[Dimension]
     combinations: list[Combination]
-    rejected: list[tuple[dict, str]] = field(default_factory=list)  # (values, reason)
+    rejected: list[tuple[dict, str]] = field(default_factory=list)  # (values that apply, reason)
     merged: list[tuple[dict, str, str]] = field(default_factory=list)  # (values, why, label of the same trial)
     datasets: dict[str, dict] = field(default_factory=dict)  # key -> a raw job that prepares it
     probe_every: int | None = None
@@ -473,7 +473,7 @@ def plan_sweep(job: JobConfig, raw_search: dict | None = None) -> SweepPlan:
         key = json.dumps(applied, sort_keys=True, default=str)
         if key in seen:
             dropped = ", ".join(p for p in assignment if p not in applied)
-            plan.merged.append((assignment, f"{dropped} does not apply (same trial as another combination)", seen[key]))
+            plan.merged.append((assignment, f"{dropped} does not apply (same as another combination)", seen[key]))
             continue
         seen[key] = label_of(applied)
         applying = [d for d in numeric if applies(raw, d.path)]
@@ -484,7 +484,7 @@ def plan_sweep(job: JobConfig, raw_search: dict | None = None) -> SweepPlan:
             except ConfigError as exc:
                 reason = _reason(exc)
         if reason:
-            plan.rejected.append((assignment, reason))
+            plan.rejected.append((applied, reason))
             continue
         dataset = _dataset_key(trial_job)
         plain = _plain(trial_job)

@@ -14,9 +14,11 @@ import threading
 from typing import Any
 
 from ray.train import UserCallback
+from ray.tune import Callback
 
 from uer_ray import storage
 from uer_ray.config import JobConfig, build_config
+from uer_ray.tracking import Tracker
 from uer_ray.tune.search import SweepPlan, set_path, targets_label
 
 CHECKPOINT_PATH = "checkpoint_path"
@@ -53,8 +55,50 @@ def trial_job(plan: SweepPlan, config: dict, trial_id: str) -> JobConfig:
     raw["data"]["output_dir"] = plan.dataset_dir(combination.dataset)
     # A checkpoint at every rung: a trial restarted (resumed sweep, HyperBand, PBT) loses at most one interval.
     raw["train"].update(total_steps=combination.steps, checkpoint_every=plan.probe_every)
-    raw["tracking"].update(group=plan.name, dir=plan.location("wandb"), config=flat_config(plan, config, trial_id))
+    # W&B is logged by TrialRuns on the driver: a trial that Tune stops is killed, and a run inside it with it
+    raw["tracking"]["mode"] = "disabled"
     return build_config(raw)
+
+
+class TrialRuns(Callback):
+    """One W&B run per trial, logged on the Tune driver from the trial's rung reports: grouped by sweep, the
+    combination as flat config keys. The driver outlives every trial, so a run stopped early still closes cleanly; a
+    trial resumed after the driver died continues its run (same id)."""
+
+    def __init__(self, plan: SweepPlan, tracking):
+        self.plan, self.tracking = plan, tracking.model_copy(update={"group": plan.name})
+        self._runs: dict[str, Tracker] = {}
+
+    def __getstate__(self):  # Tune saves its callbacks with the experiment; open runs stay here
+        return {**self.__dict__, "_runs": {}}
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if trial.trial_id not in self._runs:
+            self._runs[trial.trial_id] = Tracker(
+                self.tracking, trial.trial_id, "trial", flat_config(self.plan, trial.config, trial.trial_id),
+                self.plan.location("wandb"), run_id=f"{self.plan.name}-{trial.trial_id}",
+            )
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run = self._runs.get(trial.trial_id)
+        if run is not None:
+            run.log({k: v for k, v in result.items() if _loggable(k, v)}, step=int(result.get("step", 0)))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._close(trial, "finished")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._close(trial, "failed")
+
+    def _close(self, trial, status: str) -> None:
+        run = self._runs.pop(trial.trial_id, None)
+        if run is not None:
+            run.summary({"status": status})
+            run.finish()
+
+
+def _loggable(key: str, value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("timestamp", "pid", "done")
 
 
 class ForwardReports(UserCallback):

@@ -16,7 +16,7 @@ import random
 from uer_ray import storage
 from uer_ray.config import ConfigError, JobConfig, build_config
 from uer_ray.tune.search import SweepPlan, label_of, set_path
-from uer_ray.tune.trial import CHECKPOINT_PATH, flat_config, run_trial
+from uer_ray.tune.trial import CHECKPOINT_PATH, TrialRuns, flat_config, run_trial
 
 TUNE_DRIVER = "tune_driver"  # custom resource of the trial actors: they hold no CPU, their Train workers do
 TUNE_DIR = "tune"
@@ -153,7 +153,7 @@ def check_sweep_dir(plan: SweepPlan, resume: bool) -> None:
         raise ConfigError(f"a sweep already exists at {where}: add --resume to continue it, or set another search.name")
 
 
-def make_tuner(plan: SweepPlan, resume: bool):
+def make_tuner(plan: SweepPlan, resume: bool, tracking):
     from ray import tune
 
     trainable = tune.with_resources(tune.with_parameters(run_trial, plan=plan), {"cpu": 0, TUNE_DRIVER: 1})
@@ -175,6 +175,7 @@ def make_tuner(plan: SweepPlan, resume: bool):
         run_config=tune.RunConfig(
             name=TUNE_DIR, storage_path=root, storage_filesystem=filesystem, verbose=1,
             stop=_token_stopper(spec.budget.tokens) if spec.budget.tokens else None,
+            callbacks=[TrialRuns(plan, tracking)],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if spec.scheduler.name == "pbt" else None),
             failure_config=tune.FailureConfig(max_failures=0),
         ),
@@ -220,7 +221,7 @@ def trial_record(plan: SweepPlan, result) -> dict:
 def skipped_records(plan: SweepPlan) -> list[dict]:
     """Rejected and merged combinations, for the report's table."""
     records = [{"label": label_of(values), "status": "rejected", "note": reason} for values, reason in plan.rejected]
-    records += [{"label": label_of(values), "status": "merged", "note": f"{reason.split(' (')[0]}: same trial as '{same}'"}
+    records += [{"label": label_of(values), "status": "merged", "note": f"{reason.split(' (')[0]}: same as '{same}'"}
                 for values, reason, same in plan.merged]
     return records
 
@@ -269,7 +270,7 @@ def run_sweep(job: JobConfig, plan: SweepPlan, resume: bool = False, progress=pr
         raise ConfigError(f"the Ray cluster has no '{TUNE_DRIVER}' resource for Tune's trial actors: start its head "
                           f"with --resources='{{\"{TUNE_DRIVER}\": 1000}}'")
     prepare_datasets(plan, progress)
-    grid = make_tuner(plan, resume).fit()
+    grid = make_tuner(plan, resume, job.tracking).fit()
     records = [trial_record(plan, result) for result in grid]
     storage.write_text(plan.location("trials.json"), json.dumps(records, indent=1, default=str))
     winners = finetune_winners(plan, records, progress)
