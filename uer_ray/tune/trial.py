@@ -10,6 +10,7 @@ pause) resumes from its own latest Train checkpoint.
 from __future__ import annotations
 
 import copy
+import json
 import threading
 from typing import Any
 
@@ -18,10 +19,47 @@ from ray.tune import Callback
 
 from uer_ray import storage
 from uer_ray.config import JobConfig, build_config
+from uer_ray.errors import RunFinished
 from uer_ray.tracking import Tracker
 from uer_ray.tune.search import SweepPlan, set_path, targets_label
 
 CHECKPOINT_PATH = "checkpoint_path"
+RUNGS = "rungs.jsonl"
+
+
+class Rungs:
+    """A trial's rung reports, kept in its run folder: the history the report reads, and what a trial whose
+    pre-training had finished when the driver died (before Tune heard of it) reports again instead of training."""
+
+    def __init__(self, location: str):
+        self.location = location
+        text = storage.read_text(location) if storage.exists(location) else ""
+        self.rows = [json.loads(line) for line in text.splitlines() if line]
+
+    def add(self, row: dict) -> None:
+        # a resumed run repeats the steps after its last checkpoint: the new report replaces the old one
+        self._write([r for r in self.rows if r["step"] < row["step"]] + [row])
+
+    def recover(self, rows) -> None:
+        """Add reports that Ray Train registered but that never reached this file (the driver died in between)."""
+        known = {r["step"] for r in self.rows}
+        self._write(sorted(self.rows + [r for r in rows if r["step"] not in known], key=lambda r: r["step"]))
+
+    def _write(self, rows: list[dict]) -> None:
+        self.rows = rows
+        storage.write_text(self.location, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def registered_rows(job: JobConfig, run: str, metric: str) -> list[dict]:
+    """The reports of a Train run's kept checkpoints (its snapshot), each with the path of its checkpoint."""
+    from uer_ray.train.trainer import SNAPSHOT, ray_run_location
+
+    location = ray_run_location(job, run)
+    snapshot = storage.join(location, SNAPSHOT)
+    if not storage.exists(snapshot):
+        return []
+    return [{**r["metrics"], CHECKPOINT_PATH: storage.join(location, r["checkpoint_dir_name"])}
+            for r in storage.read_json(snapshot).get("checkpoint_results", []) if metric in r["metrics"]]
 
 
 def flat_config(plan: SweepPlan, config: dict, trial_id: str) -> dict[str, Any]:
@@ -169,6 +207,8 @@ def run_trial(config: dict, plan: SweepPlan) -> None:
         finally:
             reports.put(None)
 
+    rungs = Rungs(storage.join(job.run_dir, RUNGS))
+    rungs.recover(segment.shift(row) for row in registered_rows(job, segment.run, plan.spec.metric))
     threading.Thread(target=train, name="uer-ray-trial", daemon=True).start()
     while (item := reports.get()) is not None:
         row, path = item
@@ -179,6 +219,10 @@ def run_trial(config: dict, plan: SweepPlan) -> None:
             if with_checkpoints:
                 checkpoint = tune.Checkpoint.from_directory(path)
                 checkpoint.set_metadata(segment.metadata(trial_id, row))
+        rungs.add(row)
         tune.report(row, checkpoint=checkpoint)
-    if "error" in outcome:
+    if isinstance(outcome.get("error"), RunFinished):  # trained before the driver died: its reports, not again
+        for row in rungs.rows:
+            tune.report(row)
+    elif "error" in outcome:
         raise outcome["error"]

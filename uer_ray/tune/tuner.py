@@ -16,7 +16,7 @@ import random
 from uer_ray import storage
 from uer_ray.config import ConfigError, JobConfig, build_config
 from uer_ray.tune.search import SweepPlan, label_of, set_path
-from uer_ray.tune.trial import CHECKPOINT_PATH, TrialRuns, flat_config, run_trial
+from uer_ray.tune.trial import CHECKPOINT_PATH, RUNGS, Rungs, TrialRuns, flat_config, run_trial
 
 TUNE_DRIVER = "tune_driver"  # custom resource of the trial actors: they hold no CPU, their Train workers do
 TUNE_DIR = "tune"
@@ -193,12 +193,10 @@ def trial_record(plan: SweepPlan, result) -> dict:
     metric = plan.spec.metric
     config = {k: v for k, v in result.config.items() if k != "grid_point"}
     combination = plan.combination(config["combination"])
-    frame = result.metrics_dataframe
-    rows = [r for r in (frame.to_dict("records") if frame is not None else []) if _finite(r.get(metric))]
-    history = [{k: row[k] for k in ("step", "tokens", "loss", metric, "time_total_s") if _finite(row.get(k))}
-               for row in rows]
+    trial_id = (result.metrics or {}).get("trial_id") or "_".join(storage.name(result.path).split("_")[2:4])
+    rows = [r for r in Rungs(plan.location("trials", trial_id, RUNGS)).rows if _finite(r.get(metric))]
+    history = [{k: row[k] for k in ("step", "tokens", "loss", metric) if _finite(row.get(k))} for row in rows]
     last = rows[-1] if rows else {}
-    trial_id = last.get("trial_id") or (result.metrics or {}).get("trial_id") or storage.name(result.path)
     steps = int(last.get("step", 0))
     if result.error is not None:
         status, note = "failed", str(result.error).strip().splitlines()[-1][:200]
@@ -211,8 +209,8 @@ def trial_record(plan: SweepPlan, result) -> dict:
         "trial_id": trial_id, "label": combination.label, "config": flat_config(plan, config, trial_id),
         "encoder": combination.raw["model"]["encoder"]["name"], "targets": list(combination.raw["model"]["targets"]),
         "status": status, "note": note, "steps": steps, "budget_steps": combination.steps,
-        "tokens": int(last.get("tokens", 0)), "time_s": float(last.get("time_total_s", 0.0)),
-        "ended": last.get("timestamp"), "metric": last.get(metric), "history": history,
+        "tokens": int(last.get("tokens", 0)), "time_s": float((result.metrics or {}).get("time_total_s", 0.0)),
+        "ended": (result.metrics or {}).get("timestamp"), "metric": last.get(metric), "history": history,
         "checkpoint": checkpoint if checkpoint and storage.exists(checkpoint) else None,
         "sampled": {p: config[p] for p in combination.numeric},
     }
