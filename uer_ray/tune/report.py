@@ -59,9 +59,9 @@ def markdown(header: dict, records: list[dict], winners: list[dict], plots: dict
     best = rows[0] if rows and rows[0]["status"] in RAN and rows[0].get("metric") is not None else None
     if best:
         lines.append(f"Best: **{best['label']}** ({metric} {_fmt(best['metric'])}, trial {best['trial_id']}).")
-    lines += ["", "## Trials", "",
-              f"| # | combination | encoder | targets | sampled | steps | tokens | time (s) | {metric} | status | note |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    columns = ["#", "combination", "encoder", "targets", "sampled", "steps", "tokens", "time (s)", metric, "status",
+               "note"]
+    lines += ["", "## Trials", "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     for index, r in enumerate(rows, start=1):
         if r["status"] in RAN:
             sampled = ", ".join(f"{k}={_fmt(v, 3)}" for k, v in r.get("sampled", {}).items()) or "-"

@@ -4,8 +4,10 @@ probe, and pass the probe reports (dev metric + pre-training losses at each rung
 The Train controller hands each report to a small queue (``ForwardReports``, a Train ``UserCallback``); the trial
 function drains it and calls ``tune.report``, attaching the Train checkpoint when the scheduler needs one (PBT). Only
 reports that carry the sweep's metric reach Tune, so every scheduler sees the same rungs (``train.probe.every``).
-A trial's Train run lives in ``<sweep>/trials/<trial id>``: a trial restarted by Tune (resumed sweep, HyperBand's
-pause) resumes from its own latest Train checkpoint.
+A trial's Train run lives in ``<sweep>/trials/<trial id>`` with a checkpoint at every rung: a trial restarted by Tune
+(resumed sweep, HyperBand's pause) resumes from its own latest one. The trial keeps its rung reports there too
+(``rungs.jsonl``): the history of the report, and what it reports again when its pre-training had already finished.
+Its W&B run is logged on the driver (``TrialRuns``), which outlives the trials that Tune stops.
 """
 from __future__ import annotations
 
