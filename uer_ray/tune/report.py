@@ -150,7 +150,8 @@ def plot_by_encoder_targets(records: list[dict], metric: str, mode: str, path: P
     ax.set_yticks(range(len(encoders)), encoders)
     for i, row in enumerate(grid):
         for j, value in enumerate(row):
-            ax.text(j, i, "-" if math.isnan(value) else f"{value:.3f}", ha="center", va="center", color="w")
+            empty = math.isnan(value)
+            ax.text(j, i, "not run" if empty else f"{value:.3f}", ha="center", va="center", color="k" if empty else "w")
     ax.set_title(f"best {metric} by encoder x targets")
     fig.colorbar(image, ax=ax)
     return _save(fig, path)
