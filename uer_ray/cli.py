@@ -120,6 +120,20 @@ def cmd_pipeline(args) -> None:
     summary_table(run_pipeline(job, fresh=args.fresh), f"uer-ray {job.run.name}")
 
 
+def cmd_tune(args) -> None:
+    """A Ray Tune sweep over the job's ``search`` section; the spec is checked and its combinations filtered before
+    Ray starts."""
+    from uer_ray.tune.search import plan_sweep
+
+    job = _job(args)
+    _require_tokenizer(job)
+    plan = plan_sweep(job)
+    print("\n".join(plan.summary()), flush=True)
+    from uer_ray.tune.tuner import run_sweep
+
+    run_sweep(job, plan, resume=args.resume)
+
+
 def cmd_quickstart(args) -> None:
     from uer_ray.quickstart import quickstart
 
@@ -184,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (pretrain, finetune, pipeline):
         sub.add_argument("--fresh", action="store_true",
                          help="forget this run's checkpoints and results and start again")
+    tune = command("tune", cmd_tune, "Ray Tune sweep over encoder x targets x options, scored downstream")
+    tune.add_argument("--resume", action="store_true", help="continue an interrupted sweep (finished trials are kept)")
     vocab = command("build-vocab", cmd_build_vocab, "count a corpus with Ray Data -> a vocabulary file", job=False)
     vocab.add_argument("corpus", nargs="+")
     vocab.add_argument("--output", required=True)

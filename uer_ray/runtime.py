@@ -1,7 +1,9 @@
 """Starting or joining Ray, and the environment every Ray process of a job shares."""
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 
 # Ray Train V2's controller polls workers at this interval and every ray.train.report waits for a poll:
 # the 2 s default costs 2 s a report. Users may still override it in their environment.
@@ -32,11 +34,12 @@ def job_env() -> dict[str, str]:
     return env
 
 
-def init_ray(run_cfg, num_cpus: int | None = None, dashboard: bool = True) -> None:
+def init_ray(run_cfg, num_cpus: int | None = None, dashboard: bool = True, resources: dict | None = None) -> None:
     """Join ``run.ray_address`` (or a cluster that ``ray job submit`` started us in), else start Ray in-process.
 
     ``dashboard=False`` suits commands that only run Ray Data (preprocess, vocabularies, embeddings): a local Ray
-    without the dashboard starts faster and holds ~0.3 GB less."""
+    without the dashboard starts faster and holds ~0.3 GB less. ``resources``: custom resources of a local Ray (e.g.
+    ``{"tune_driver": 1000}`` for Tune trial actors that hold no CPU); a joined cluster must declare them itself."""
     global _local_ray
     import ray
 
@@ -56,8 +59,33 @@ def init_ray(run_cfg, num_cpus: int | None = None, dashboard: bool = True) -> No
         # A local Ray's workers inherit this process's environment (set above), so no runtime_env is needed: with
         # one, Ray could not reuse its pre-started workers and every actor would start about twice as slowly.
         # The dashboard serves the State API that Ray Train's placement-group cleaner polls; without it, it spams.
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard)
+        with _pinned_address():
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, resources=resources)
         _local_ray = True
+
+
+@contextlib.contextmanager
+def _pinned_address():
+    """Start the local GCS on a port chosen here and put its address in RAY_ADDRESS for the Ray processes it spawns.
+    Ray Train's placement-group cleaner (which frees a stopped run's CPUs, e.g. a trial stopped by Tune) finds the
+    cluster through the State API: without the variable it fails on a machine where other Ray instances run. The
+    driver's own environment is restored (a later ``init_ray`` must not try to join this instance)."""
+    from ray._private.services import get_node_ip_address
+
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        port = probe.getsockname()[1]
+    pinned = {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"{get_node_ip_address()}:{port}"}
+    saved = {key: os.environ.get(key) for key in pinned}
+    os.environ.update(pinned)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 _local_ray = False  # whether init_ray started the Ray instance this process is connected to
