@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wandb_offline import run_group, runs
+from wandb_offline import run_record, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -49,7 +49,7 @@ def test_three_stages_then_a_rerun_skips_them(tmp_path, data_dir):
     assert (run_dir / "further-corpus.txt").read_text(encoding="utf-8").count("\n") == 200
     assert str(run_dir / "pretrain" / "final") in first.stdout + first.stderr  # the warm start of stage 2
     assert (run_dir / "finetune" / "result.json").is_file() and "test_acc" in out
-    groups = {run_group(f) for f in runs(run_dir / "wandb")}
+    groups = {run_record(f)["group"] for f in runs(run_dir / "wandb")}
     assert groups == {"three"} and len(runs(run_dir / "wandb")) == 3  # pretrain, further-pretrain, finetune
 
     again = pipeline(spec)

@@ -50,13 +50,20 @@ def run_id(run_file: Path) -> str:
     return Path(run_file).stem.removeprefix("run-")
 
 
-def run_group(run_file: Path) -> str:
-    """The W&B group recorded in an offline run file."""
+
+def run_record(run_file: Path) -> dict:
+    """``{id, group, job_type, config, history}`` of one offline run; config updates are merged in order."""
     from wandb.proto import wandb_internal_pb2
 
+    found = {"id": None, "group": None, "job_type": None, "config": {}}
     for raw in _records(Path(run_file).read_bytes()):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(raw)
-        if record.WhichOneof("record_type") == "run":
-            return record.run.run_group
-    return ""
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            found.update(id=record.run.run_id, group=record.run.run_group, job_type=record.run.job_type)
+            found["config"].update({item.key: json.loads(item.value_json) for item in record.run.config.update})
+        elif kind == "config":
+            found["config"].update({item.key: json.loads(item.value_json) for item in record.config.update})
+    found["history"] = history(run_file)
+    return found

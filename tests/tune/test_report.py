@@ -9,8 +9,7 @@ import matplotlib.image
 from uer_ray.config import TrackingConfig
 from uer_ray.tune.report import PLOTS, write_report
 
-from wandb_offline import runs
-from wandb_runs import run_record
+from wandb_offline import run_record, runs
 
 HEADER = {"sweep": "enc-x-tgt", "searcher": "grid", "scheduler": "asha", "metric": "dev_metric", "mode": "max",
           "time_attr": "step", "budget": {"steps": 300},

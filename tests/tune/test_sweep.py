@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wandb_offline import runs
-from wandb_runs import run_record
+from wandb_offline import run_record, runs
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

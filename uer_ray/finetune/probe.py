@@ -70,8 +70,17 @@ class Probe:
         model = task.build_model(self.job.model, self.vocab).to(device)
         backbone = {k: v for k, v in encoder_model.state_dict().items() if k.startswith(("embedding.", "encoder."))}
         model.load_state_dict(backbone, strict=False)
+        with torch.enable_grad():  # the loop evaluates under no_grad; a probe trains
+            self._fit(model, task, train.features, device)
+        model.eval()
+        with torch.no_grad():
+            outputs = [task.predict(model, {k: v.to(device) for k, v in task.collate(dev.features.slice(i, 64)).items()})
+                       for i in range(0, dev.features.num_rows, 64)]
+        return float(task.score(concat_outputs(outputs), dev)[task.metric])
+
+    def _fit(self, model, task, rows, device) -> None:
+        """``probe.steps`` steps of AdamW over the rows in a seeded order (cycling when they run out)."""
         optimizer = torch.optim.AdamW(model.parameters(), lr=self.cfg.lr)
-        rows = train.features
         order = np.random.default_rng(self.job.train.seed).permutation(rows.num_rows)
         size = min(self.cfg.batch_size, rows.num_rows)
         model.train()
@@ -82,8 +91,3 @@ class Probe:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        model.eval()
-        with torch.no_grad():
-            outputs = [task.predict(model, {k: v.to(device) for k, v in task.collate(dev.features.slice(i, 64)).items()})
-                       for i in range(0, dev.features.num_rows, 64)]
-        return float(task.score(concat_outputs(outputs), dev)[task.metric])
