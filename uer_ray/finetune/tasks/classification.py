@@ -79,13 +79,22 @@ class ClassifierModel(Backbone):
         self.apply(init_weights)
 
     def forward(self, src: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
-        hidden = self.encode(src, seg)
-        if self.pooling == "mean":
-            keep = (seg > 0).unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * keep).sum(1) / keep.sum(1).clamp(min=1)
-        else:
-            pooled = hidden[:, 0]
+        pooled = pool(self.encode(src, seg), seg, self.pooling)
         return self.output_layer_2(torch.tanh(self.output_layer_1(pooled))).float()
+
+
+def pool(hidden: torch.Tensor, seg: torch.Tensor, pooling: str) -> torch.Tensor:
+    """UER-py's poolings over the non-padding positions: ``first`` ([CLS]), ``mean``, ``max``, ``last`` (the last
+    real token: what a left-to-right encoder has read the whole sentence by)."""
+    keep = (seg > 0).unsqueeze(-1)
+    if pooling == "mean":
+        return (hidden * keep).sum(1) / keep.sum(1).clamp(min=1)
+    if pooling == "max":
+        return hidden.masked_fill(~keep, torch.finfo(hidden.dtype).min).max(1).values
+    if pooling == "last":
+        last = (seg > 0).sum(1).clamp(min=1) - 1
+        return hidden[torch.arange(len(hidden), device=hidden.device), last]
+    return hidden[:, 0]
 
 
 def encode_pairs(tokenizer, seq_length: int, text_a: list[str], text_b: list[str] | None) -> tuple[list, list]:
@@ -112,7 +121,7 @@ class SentencePairTask(Task):
     ``label`` column parsed by ``parse_label`` (None: the row is skipped into the issues)."""
 
     class Config(ComponentConfig):
-        pooling: Literal["first", "mean"] = "first"
+        pooling: Literal["first", "mean", "max", "last"] = "first"
 
     extra_columns: tuple[str, ...] = ()  # further required columns, kept as strings in ``examples`` (dbqa: qid)
     label_type: pa.DataType = pa.int32()
