@@ -207,10 +207,11 @@ def task_job(name: str, base: dict, files: dict[str, Path], data: Path, pretrain
                 "batch_size": recipe.batch_size, "lr": lr, "pretrained": pretrained,
                 **{f"{split}_path": str(path) for split, path in files.items()}}
     raw = {**base, "run": {**base["run"], "name": f"{base['run']['name']}-{name}"}, "finetune": finetune}
-    if pretrained:
+    if pretrained:  # the job is validated before and after the checkpoint's model replaces its own: spell it out
         from uer_ray.train.checkpoint import load_config
 
-        raw["data"] = {"processor": processor_feeding(load_config(pretrained)["model"]["targets"])}
+        model = {k: v for k, v in load_config(pretrained)["model"].items() if k != "uer_config"}
+        raw.update(data={"processor": processor_feeding(model["targets"])}, model=model)
     return build_config(raw, overrides)
 
 
@@ -266,7 +267,7 @@ def pretraining_summary(checkpoint: str) -> str:
 
 def processor_feeding(targets) -> str:
     """A data processor that feeds every target of a checkpoint. Fine-tuning never reads it, but adopting a checkpoint
-    re-validates the whole job, and the default processor (bert: mlm, sp) refuses e.g. an lm checkpoint."""
+    re-validates the whole job, and the default processor (bert: mlm, sp) would refuse e.g. an lm checkpoint."""
     from uer_ray.registry import PROCESSORS
 
     feeds = {name: set(getattr(PROCESSORS.get(name), "feeds", ())) for name in PROCESSORS.names()}

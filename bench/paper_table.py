@@ -3,8 +3,9 @@ scratch on the task versus (b) pre-trained on review and CLUE text — LSTM with
 with masked LM (``mlm``) — then fine-tuned with the same recipe. Accuracy on book_review test and chnsenticorp dev;
 the table printed and written with a grouped bar chart to ``--out``:
 
-    .venv/bin/python bench/paper_table.py --out runs/paper_table                     # 20 min of pre-training an arm
-    .venv/bin/python bench/paper_table.py --pretrain-steps 3000 --encoders lstm      # a fixed number of steps
+    .venv/bin/python bench/paper_table.py --out runs/paper_table              # 20 min of pre-training an arm
+    .venv/bin/python bench/paper_table.py --arm-minutes 30 --epochs 2         # whole arms within 30 minutes
+    .venv/bin/python bench/paper_table.py --encoders lstm --pretrain-steps 3000   # a fixed number of steps
 
 Setup (every stage is the real one: Ray Data preprocessing, Ray Train pre-training and fine-tuning on a local Ray):
 
@@ -13,13 +14,16 @@ Setup (every stage is the real one: Ray Data preprocessing, Ray Train pre-traini
   text is in an evaluated split (book_review dev / test, chnsenticorp dev — chnsenticorp.txt holds all of its dev
   reviews) dropped, so pre-training never reads the text it is scored on.
 - Tokenizer: ``bert`` on the shared Chinese BERT vocabulary (models/google_zh_vocab.txt). Chinese characters come out
-  one a token as with ``char``, but ``bert`` lower-cases and WordPiece-splits Latin words and numbers, which ``char``
-  maps to [UNK] when the vocabulary lacks the exact character (upper-case letters), and it is Google's Chinese BERT
-  tokenization, so a converted BERT checkpoint goes through bench/downstream.py unchanged.
+  one a token as with ``char``, but ``bert`` lower-cases and WordPiece-splits Latin words and numbers, where ``char``
+  gives [UNK] for every character the vocabulary lacks (upper-case letters, ...): 0.52% [UNK] on this corpus against
+  1.18%. It is also Google's Chinese BERT tokenization, so a converted BERT checkpoint goes through
+  bench/downstream.py unchanged.
 - Models: bench/downstream.py's MODELS (hidden 128, 2 layers; about 3M parameters, most in the embedding).
-- Budget: ``--pretrain-minutes`` a pre-trained arm (default 20). A short calibration run of the same job measures
-  samples/s over its last report window (training steps only), and total_steps = minutes x 60 x steps/s; start-up,
-  reports and the final checkpoint come on top (about a minute). ``--pretrain-steps`` skips the calibration.
+- Budget: ``--pretrain-minutes`` (20) of pre-training steps an arm: a calibration run of the same job
+  (``--calibration-steps``) measures steps/s over its last report window, and total_steps = minutes x 60 x steps/s;
+  start-up, reports and the checkpoint add about a minute. ``--arm-minutes`` budgets whole arms instead: each
+  encoder's scratch arm runs first and times the fine-tuning, and the pre-training gets what is left of the arm after
+  that fine-tuning, the preprocessing, the calibration and that minute. ``--pretrain-steps`` fixes the steps.
 - Fine-tuning, the same for both arms of an encoder: 3 epochs, sequence 128, batch 32, mean pooling, learning rate
   1e-3 (LSTM) / 3e-4 (Transformer), linear decay; book_review keeps the epoch with the best dev accuracy and is
   scored on test; chnsenticorp (no test split in the shared data) is scored on dev after the last epoch.
@@ -122,26 +126,37 @@ def pretrain_job(encoder: str, name: str, corpus: Path, args, steps: int, datase
     return build_config(raw, scoped_overrides(args.overrides, encoder))
 
 
-def calibrate(encoder: str, corpus: Path, args, dataset_dir: str) -> dict:
-    """Steps that fill ``--pretrain-minutes``, from the samples/s of a short run of the same job (its last report
-    window: the first steps are slower)."""
+def calibrate(encoder: str, corpus: Path, args, dataset_dir: str) -> float:
+    """Optimizer steps a second of the pre-training job, from a short run of it (its last report window: the first
+    steps are slower)."""
     from uer_ray.train.pretrain import pretrain
 
     steps = args.calibration_steps
     job = pretrain_job(encoder, f"{encoder}-calibration", corpus, args, steps, dataset_dir)
     job.train.report_every = max(1, steps // 2)
-    started = time.time()
     samples_per_s = pretrain(job, fresh=True).metrics["samples_per_s"]
-    steps_per_s = samples_per_s / (job.train.batch_size * job.run.num_workers * job.train.grad_accum_steps)
-    total = max(1, round(args.pretrain_minutes * 60 * steps_per_s))
-    print(f"calibration ({encoder}): {steps_per_s:.3f} steps/s over the last {job.train.report_every} of {steps} "
-          f"steps -> {total} steps for {args.pretrain_minutes:g} min", flush=True)
-    return {"calibration_steps_per_s": round(steps_per_s, 4), "calibration_s": round(time.time() - started, 1),
-            "total_steps": total}
+    return samples_per_s / (job.train.batch_size * job.run.num_workers * job.train.grad_accum_steps)
 
 
-def pretrain_arm(arm: Arm, corpus: Path, args) -> str:
-    """Preprocess, calibrate (unless ``--pretrain-steps``), pre-train; the final model's location."""
+def pretrain_minutes(arm: Arm, args, finetune_s: float | None) -> float:
+    """``--pretrain-minutes``; with ``--arm-minutes``, what is left of the arm after its preprocessing and
+    calibration, the fine-tuning that will follow (as long as this encoder's scratch arm took) and a minute for the
+    pre-training's start-up, reports and checkpoint."""
+    if args.arm_minutes is None:
+        return args.pretrain_minutes
+    if finetune_s is None:
+        print(f"{arm.name}: no scratch arm ran to time the fine-tuning: --pretrain-minutes {args.pretrain_minutes:g}",
+              flush=True)
+        return args.pretrain_minutes
+    left = args.arm_minutes - (finetune_s + sum(arm.seconds.values())) / 60 - 1
+    if left < 1:
+        print(f"{arm.name}: fine-tuning takes {finetune_s / 60:.1f} of --arm-minutes {args.arm_minutes:g}: "
+              "1 min of pre-training", flush=True)
+    return max(left, 1.0)
+
+
+def pretrain_arm(arm: Arm, corpus: Path, args, finetune_s: float | None) -> str:
+    """Preprocess, calibrate and size the run (unless ``--pretrain-steps``), pre-train; the final model's location."""
     from uer_ray import storage
     from uer_ray.data.preprocess import preprocess
     from uer_ray.train.pretrain import final_model, pretrain
@@ -151,17 +166,23 @@ def pretrain_arm(arm: Arm, corpus: Path, args) -> str:
     manifest = preprocess(job)
     arm.seconds["preprocess"] = time.time() - started
     if args.pretrain_steps is None:
-        arm.pretraining.update(calibrate(arm.encoder, corpus, args, job.dataset_dir))
-        arm.seconds["calibration"] = arm.pretraining["calibration_s"]
-        job = pretrain_job(arm.encoder, arm.name, corpus, args, arm.pretraining["total_steps"])
+        started = time.time()
+        steps_per_s = calibrate(arm.encoder, corpus, args, job.dataset_dir)
+        arm.seconds["calibration"] = time.time() - started
+        minutes = pretrain_minutes(arm, args, finetune_s)
+        steps = max(1, round(minutes * 60 * steps_per_s))
+        arm.pretraining.update(calibrated_steps_per_s=round(steps_per_s, 4), budget_minutes=round(minutes, 2))
+        print(f"{arm.name}: {steps_per_s:.3f} steps/s in calibration -> {steps} steps for {minutes:.1f} min",
+              flush=True)
+        job = pretrain_job(arm.encoder, arm.name, corpus, args, steps)
     started = time.time()
     pretrain(job, fresh=True)
     arm.seconds["pretrain"] = time.time() - started
     result = storage.read_json(storage.join(job.run_dir, "pretrain", "result.json"))
     arm.pretraining.update(steps=result["step"], tokens=result["tokens"], instances=manifest["instances"],
                            corpus_epochs=round(result["samples"] / manifest["instances"], 2))
-    timing = {"wall_s": round(arm.seconds["pretrain"]), **{k: arm.pretraining[k] for k in ("steps", "tokens", "corpus_epochs")},
-              "cpus": job.run.num_workers * job.run.cpus_per_worker}
+    timing = {"wall_s": round(arm.seconds["pretrain"]), "cpus": job.run.num_workers * job.run.cpus_per_worker,
+              **{key: arm.pretraining[key] for key in ("steps", "tokens", "corpus_epochs")}}
     storage.write_json(storage.join(job.run_dir, "pretrain", "bench_timing.json"), timing)
     return final_model(job)
 
@@ -172,8 +193,9 @@ def run_section(name: str, args) -> dict:
             "cpus_per_worker": args.cpus_per_worker}
 
 
-def run_arm(arm: Arm, corpus: Path, files: dict, args) -> None:
-    checkpoint = pretrain_arm(arm, corpus, args) if arm.pretrained else None
+def run_arm(arm: Arm, corpus: Path, files: dict, args, finetune_s: float | None = None) -> None:
+    """``finetune_s``: what this encoder's fine-tuning took in its scratch arm (sizes the pre-training)."""
+    checkpoint = pretrain_arm(arm, corpus, args, finetune_s) if arm.pretrained else None
     base = {"run": run_section(arm.name, args), "tracking": {"mode": "disabled"}}
     if checkpoint is None:
         base.update(tokenizer={"name": "bert", "vocab_path": str(args.data / VOCAB)}, model=MODELS[arm.encoder])
@@ -188,7 +210,13 @@ def arm_seconds(arm: Arm) -> float:
     return sum(arm.seconds.values())
 
 
-def describe_pretraining(arm: Arm, args) -> str:
+def finetune_seconds(arms: list[Arm], encoder: str) -> float | None:
+    """The fine-tuning time of the encoder's finished scratch arm."""
+    done = [arm for arm in arms if arm.encoder == encoder and not arm.pretrained and arm.results]
+    return sum(v for k, v in done[0].seconds.items() if k.startswith("finetune")) if done else None
+
+
+def describe_pretraining(arm: Arm) -> str:
     if not arm.pretrained:
         return "none"
     p = arm.pretraining
@@ -197,53 +225,61 @@ def describe_pretraining(arm: Arm, args) -> str:
 
 
 # the table and the chart ---------------------------------------------------------------------------------------------
-def table_markdown(arms: list[Arm], baselines: dict[str, TaskResult], args, corpus: dict) -> str:
-    tasks = args.tasks
-    header = ["encoder", "arm", "pre-training", *[f"{t} {RECIPES[t].split} acc" for t in tasks], "arm compute"]
-    rows = [[arm.encoder, "pre-trained" if arm.pretrained else "scratch", describe_pretraining(arm),
-             *[f"{arm.score(t):.4f}" for t in tasks], compute_note(arm)] for arm in arms]
+def gains(arms: list[Arm], task: str) -> dict[str, float]:
+    """Encoder -> accuracy points that pre-training adds (encoders with both arms)."""
+    found = {}
     for encoder in dict.fromkeys(arm.encoder for arm in arms):
         pair = {arm.pretrained: arm for arm in arms if arm.encoder == encoder}
         if len(pair) == 2:
-            rows.append([encoder, "**gain (points)**", "",
-                         *[f"**{100 * (pair[True].score(t) - pair[False].score(t)):+.1f}**" for t in tasks], ""])
+            found[encoder] = 100 * (pair[True].score(task) - pair[False].score(task))
+    return found
+
+
+def verdict(arms: list[Arm], tasks) -> str:
+    """The issue's bar: pre-training adds at least 3 points on book_review test, for each encoder."""
+    found = gains(arms, "book_review") if "book_review" in tasks else {}
+    return ("Pre-training gain on book_review test >= +3 points: "
+            + ", ".join(f"{e} {g:+.1f} ({'yes' if g >= 3 else 'NO'})" for e, g in found.items()) + ".") if found else ""
+
+
+def table_rows(arms: list[Arm], baselines: dict[str, TaskResult], tasks) -> list[list[str]]:
+    rows = [[arm.encoder, "pre-trained" if arm.pretrained else "scratch", describe_pretraining(arm),
+             *[f"{arm.score(t):.4f}" for t in tasks], compute_note(arm)] for arm in arms]
+    points = {t: gains(arms, t) for t in tasks}
+    rows += [[encoder, "**gain (points)**", "", *[f"**{points[t][encoder]:+.1f}**" for t in tasks], ""]
+             for encoder in points[tasks[0]]]
     if baselines:
-        rows.append(["n-gram LR", "baseline", "none", *[f"{baselines[t].metrics['acc']:.4f}" if t in baselines else ""
-                                                         for t in tasks], "TF-IDF char 1-3-grams, C chosen on dev"])
+        rows.append(["n-gram LR", "baseline", "none", *[f"{baselines[t].metrics['acc']:.4f}" for t in tasks],
+                     "TF-IDF char 1-3-grams, C chosen on dev"])
     rows.append(["2-layer LSTM", "UER-py paper", "scratch -> pre-trained",
                  *[f"{UER_PY[t][0]} -> {UER_PY[t][1]}" for t in tasks], "published, for context"])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
-    cpus = args.workers * args.cpus_per_worker
+    return rows
+
+
+def table_markdown(arms: list[Arm], baselines: dict[str, TaskResult], args, corpus: dict) -> str:
+    header = ["encoder", "arm", "pre-training", *[f"{t} {RECIPES[t].split} acc" for t in args.tasks], "arm compute (min)"]
+    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+             *["| " + " | ".join(row) + " |" for row in table_rows(arms, baselines, args.tasks)]]
     setup = (f"Pre-training corpus: {corpus['lines']:,} documents, {corpus['characters'] / 1e6:.2f}M characters "
              f"(book_review {corpus['book_review']:,}, chnsenticorp {corpus['chnsenticorp']:,}, CLUE "
              f"{corpus['clue']:,}; {corpus['held_out_dropped']:,} lines of evaluated splits and "
-             f"{corpus['duplicates_dropped']:,} duplicates dropped). Tokenizer bert, google_zh_vocab.txt. "
-             f"Machine: {args.workers} Ray Train worker(s) x {args.cpus_per_worker:g} CPU ({cpus:g} CPUs, "
-             f"{os.cpu_count()} on the machine).")
-    models = "; ".join(f"{e}: {model_summary(scratch_model(e, args.data / VOCAB, scoped_overrides(args.overrides, e)))}" for e in dict.fromkeys(a.encoder for a in arms))
+             f"{corpus['duplicates_dropped']:,} duplicates dropped); tokenizer bert on google_zh_vocab.txt. "
+             f"Compute: {args.workers} Ray Train worker(s) x {args.cpus_per_worker:g} CPU ({os.cpu_count()} CPUs on "
+             f"the machine). Fine-tuning: {args.epochs} epoch(s), sequence {FINETUNE_SEQ}, the same for both arms.")
+    encoders = dict.fromkeys(arm.encoder for arm in arms)
+    models = "; ".join(f"{e}: {model_summary(scratch_model(e, args.data / VOCAB, scoped_overrides(args.overrides, e)))}"
+                       for e in encoders)
     return "\n".join(["# Does pre-training pay? (uer-ray, laptop scale)", "", setup, "", f"Models: {models}.", "",
-                      *lines, "", verdict(arms, tasks), ""])
+                      *table, "", verdict(arms, args.tasks), ""])
 
 
 def compute_note(arm: Arm) -> str:
     parts = ", ".join(f"{stage} {seconds / 60:.1f}" for stage, seconds in arm.seconds.items())
-    return f"{arm_seconds(arm) / 60:.1f} min ({parts})"
-
-
-def verdict(arms: list[Arm], tasks) -> str:
-    """The issue's bar: pre-training helps by at least 3 points on book_review test, for each encoder."""
-    if "book_review" not in tasks:
-        return ""
-    gains = []
-    for encoder in dict.fromkeys(arm.encoder for arm in arms):
-        pair = {arm.pretrained: arm for arm in arms if arm.encoder == encoder}
-        if len(pair) == 2:
-            gain = 100 * (pair[True].score("book_review") - pair[False].score("book_review"))
-            gains.append(f"{encoder} {gain:+.1f} ({'yes' if gain >= 3 else 'NO'})")
-    return "Pre-training gain on book_review test >= +3 points: " + ", ".join(gains) + "." if gains else ""
+    return f"{arm_seconds(arm) / 60:.1f} ({parts})"
 
 
 def bar_chart(arms: list[Arm], baselines: dict[str, TaskResult], tasks, path: Path) -> None:
+    """One panel a task: per encoder a scratch and a pre-trained bar; the n-gram baseline as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -254,17 +290,18 @@ def bar_chart(arms: list[Arm], baselines: dict[str, TaskResult], tasks, path: Pa
     width = 0.38
     for ax, task in zip(axes[0], tasks):
         for offset, pretrained, colour in ((-width / 2, False, "#9aa5b1"), (width / 2, True, "#2b6cb0")):
-            values = [next((a.score(task) for a in arms if a.encoder == e and a.pretrained == pretrained), 0.0)
-                      for e in encoders]
-            bars = ax.bar([i + offset for i in range(len(encoders))], values, width,
-                          label="pre-trained" if pretrained else "scratch", color=colour)
-            ax.bar_label(bars, fmt="%.3f", fontsize=8)
+            chosen = [(i, a.score(task)) for i, e in enumerate(encoders) for a in arms
+                      if a.encoder == e and a.pretrained == pretrained]
+            if chosen:
+                bars = ax.bar([i + offset for i, _ in chosen], [v for _, v in chosen], width, color=colour,
+                              label="pre-trained" if pretrained else "scratch")
+                ax.bar_label(bars, fmt="%.3f", fontsize=8)
         if task in baselines:
-            ax.axhline(baselines[task].metrics["acc"], color="#c05621", linestyle="--", linewidth=1,
-                       label="n-gram LR")
+            ax.axhline(baselines[task].metrics["acc"], color="#c05621", linestyle="--", linewidth=1, label="n-gram LR")
+        shown = [a.score(task) for a in arms] + ([baselines[task].metrics["acc"]] if task in baselines else [])
+        ax.set_ylim(min(0.5, min(shown) - 0.05), 1.0)
         ax.set_xticks(range(len(encoders)), encoders)
         ax.set_title(f"{task} {RECIPES[task].split} accuracy")
-        ax.set_ylim(0.5, 1.0)
         ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -278,7 +315,9 @@ def parse_args(argv=None):
     parser.add_argument("--encoders", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--arms", nargs="+", default=["scratch", "pretrained"], choices=["scratch", "pretrained"])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    parser.add_argument("--pretrain-minutes", type=float, default=20.0, help="training time of each pre-training")
+    parser.add_argument("--pretrain-minutes", type=float, default=20.0, help="each pre-training's steps (default 20)")
+    parser.add_argument("--arm-minutes", type=float,
+                        help="instead: a whole arm's budget; the pre-training gets what the fine-tuning leaves")
     parser.add_argument("--pretrain-steps", type=int, help="a fixed number of steps instead (no calibration)")
     parser.add_argument("--calibration-steps", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=FINETUNE_EPOCHS, help="fine-tuning epochs of each task")
@@ -309,7 +348,7 @@ def main(argv=None) -> list[Arm]:
     init_ray(RunConfig(**run_section("paper", args)))
     try:
         for arm in arms:
-            run_arm(arm, args.out / "data" / "pretrain_corpus.txt", files, args)
+            run_arm(arm, args.out / "data" / "pretrain_corpus.txt", files, args, finetune_seconds(arms, arm.encoder))
             print(f"arm {arm.name}: {compute_note(arm)}; "
                   + ", ".join(f"{t} {arm.score(t):.4f}" for t in args.tasks), flush=True)
     finally:
