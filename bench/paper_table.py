@@ -269,8 +269,9 @@ def table_markdown(arms: list[Arm], baselines: dict[str, TaskResult], args, corp
     encoders = dict.fromkeys(arm.encoder for arm in arms)
     models = "; ".join(f"{e}: {model_summary(scratch_model(e, args.data / VOCAB, scoped_overrides(args.overrides, e)))}"
                        for e in encoders)
+    conclusion = verdict(arms, args.tasks)
     return "\n".join(["# Does pre-training pay? (uer-ray, laptop scale)", "", setup, "", f"Models: {models}.", "",
-                      *table, "", verdict(arms, args.tasks), ""])
+                      *table, *(["", conclusion] if conclusion else []), ""])
 
 
 def compute_note(arm: Arm) -> str:
@@ -299,10 +300,10 @@ def bar_chart(arms: list[Arm], baselines: dict[str, TaskResult], tasks, path: Pa
         if task in baselines:
             ax.axhline(baselines[task].metrics["acc"], color="#c05621", linestyle="--", linewidth=1, label="n-gram LR")
         shown = [a.score(task) for a in arms] + ([baselines[task].metrics["acc"]] if task in baselines else [])
-        ax.set_ylim(min(0.5, min(shown) - 0.05), 1.0)
+        ax.set_ylim(min(0.5, min(shown) - 0.05), 1.08)  # the top 0.08 holds the legend
         ax.set_xticks(range(len(encoders)), encoders)
         ax.set_title(f"{task} {RECIPES[task].split} accuracy")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper center", ncol=3, fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
