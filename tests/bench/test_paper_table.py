@@ -1,0 +1,141 @@
+"""bench/paper_table.py and bench/downstream.py: their splits and corpus on the real data (nothing evaluated leaks
+into training or pre-training), the pre-training budget, and both benches end to end in their quickest mode (the
+real stages on a local Ray, tiny slices): the table, the chart and one line per task are written. The end-to-end
+runs check that the benches run, not their figures."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import downstream  # noqa: E402
+import paper_table  # noqa: E402
+
+
+def tsv_texts(path: Path, column: str = "text_a") -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    index = lines[0].split("\t").index(column)
+    return [line.split("\t")[index].strip() for line in lines[1:] if line.strip()]
+
+
+def squad(path: Path) -> tuple[set[str], int]:
+    articles = json.loads(path.read_text(encoding="utf-8"))["data"]
+    contexts = {p["context"] for a in articles for p in a["paragraphs"]}
+    return contexts, sum(len(p["qas"]) for a in articles for p in a["paragraphs"])
+
+
+# splits, corpus and budget (no Ray) ----------------------------------------------------------------------------------
+def test_pretraining_corpus_holds_no_evaluated_text(data_dir, tmp_path):
+    counts = paper_table.build_corpus(data_dir, tmp_path / "corpus.txt")
+    corpus = (tmp_path / "corpus.txt").read_text(encoding="utf-8").splitlines()
+    evaluated = set(tsv_texts(data_dir / "datasets" / "chnsenticorp" / "dev.tsv"))
+    evaluated |= set(tsv_texts(data_dir / "datasets" / "book_review" / "dev.tsv"))
+    evaluated |= set(tsv_texts(data_dir / "datasets" / "book_review" / "test.tsv"))
+    assert not evaluated & set(corpus)
+    assert len(corpus) == len(set(corpus)) == counts["lines"] == counts["book_review"] + counts["chnsenticorp"] + counts["clue"]
+    # chnsenticorp.txt holds every dev review: at least those are dropped; labels never reach the corpus
+    assert counts["held_out_dropped"] >= len(evaluated & set(tsv_texts(data_dir / "datasets" / "chnsenticorp" / "dev.tsv")))
+    assert counts["clue"] == 2500 and not any(re.match(r"^[01]\t", line) for line in corpus)
+
+
+def test_task_splits_keep_evaluated_examples_out_of_training(data_dir, tmp_path):
+    sets = data_dir / "datasets"
+    ner = downstream.task_files("msra_ner", data_dir, tmp_path)
+    assert len(tsv_texts(ner["train"])) == 2318 + 1000  # msra_ner dev + test_data train
+    assert not set(tsv_texts(ner["train"])) & set(tsv_texts(sets / "msra_ner" / "test.tsv"))
+    assert ner["test"] == sets / "msra_ner" / "test.tsv"
+
+    cmrc = downstream.task_files("cmrc2018", data_dir, tmp_path)
+    (train_contexts, train_questions), (test_contexts, test_questions) = squad(cmrc["train"]), squad(cmrc["test"])
+    assert not train_contexts & test_contexts
+    assert train_questions + test_questions == 3219 + 25  # all of dev + test_data train, each question once
+    assert 0.25 < test_questions / 3219 < 0.42  # a third of dev's articles held out
+
+    senti = downstream.task_files("chnsenticorp", data_dir, tmp_path)
+    assert set(senti) == {"train", "test"} and senti["test"] == sets / "chnsenticorp" / "dev.tsv"  # nothing tuned on it
+
+    sample = downstream.task_files("book_review", data_dir, tmp_path, rows=40)
+    labels = tsv_texts(sample["test"], "label")
+    assert len(labels) == 40 and set(labels) == {"0", "1"}  # a sample, not the first (one-label) rows
+
+
+def test_arm_budget_leaves_pretraining_what_fine_tuning_does_not_take():
+    args = paper_table.parse_args(["--arm-minutes", "30"])
+    arm = paper_table.Arm("lstm", pretrained=True, seconds={"preprocess": 30.0, "calibration": 30.0})
+    assert paper_table.pretrain_minutes(arm, args, finetune_s=600.0) == pytest.approx(30 - 11 - 1)
+    assert paper_table.pretrain_minutes(arm, args, finetune_s=1800.0) == 1.0  # fine-tuning alone fills the arm
+    assert paper_table.pretrain_minutes(arm, paper_table.parse_args([]), finetune_s=600.0) == 20.0
+
+
+# end to end (real Ray, tiny slices) ----------------------------------------------------------------------------------
+def run_bench(script: str, *args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def paper_run(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("paper")
+    stdout = run_bench("paper_table.py", "--encoders", "lstm", "--tasks", "book_review", "--pretrain-minutes", "0.05",
+                       "--calibration-steps", "4", "--epochs", "1", "--limit-rows", "48", "--corpus-lines", "60",
+                       "--out", str(out), "--data", str(data_dir))
+    return out, stdout
+
+
+@pytest.mark.slow
+def test_paper_table_writes_table_chart_and_record(paper_run):
+    import matplotlib.image
+
+    out, stdout = paper_run
+    markdown = (out / "paper_table.md").read_text(encoding="utf-8")
+    assert re.search(r"^\| lstm \| scratch \| none \| 0\.\d{4} \| \d+\.\d \(finetune book_review", markdown, re.M)
+    assert re.search(r"^\| lstm \| pre-trained \| lm, \d+ steps? \(", markdown, re.M)
+    assert re.search(r"^\| lstm \| \*\*gain \(points\)\*\* \|  \| \*\*[+-]\d+\.\d\*\* \|", markdown, re.M)
+    assert "| n-gram LR | baseline |" in markdown and "80.2 -> 86.6" in markdown
+    assert "Pre-training gain on book_review test >= +3 points: lstm" in markdown
+    assert markdown in stdout  # the table is printed too
+
+    image = matplotlib.image.imread(out / "paper_table.png")
+    assert image.shape[1] == 600 and image.shape[0] == 480  # one task panel, 5 x 4 inches at 120 dpi
+
+    record = json.loads((out / "paper_table.json").read_text())
+    scratch, pretrained = record["arms"]
+    assert (scratch["name"], pretrained["name"]) == ("lstm-scratch", "lstm-pretrained")
+    p = pretrained["pretraining"]
+    assert p["steps"] == max(1, round(p["budget_minutes"] * 60 * p["calibrated_steps_per_s"]))
+    assert set(pretrained["seconds"]) == {"preprocess", "calibration", "pretrain", "finetune book_review"}
+    for arm in record["arms"]:
+        assert 0 <= arm["results"]["book_review"]["metrics"]["acc"] <= 1
+        assert arm["wall_s"] == pytest.approx(sum(arm["seconds"].values()), abs=0.1)
+        assert f"arm {arm['name']}: " in stdout
+    timing = json.loads((out / "runs" / "lstm-pretrained" / "pretrain" / "bench_timing.json").read_text())
+    assert timing["steps"] == p["steps"] and timing["wall_s"] >= 0
+
+
+@pytest.mark.slow
+def test_downstream_prints_one_line_per_task_metric(paper_run, data_dir, tmp_path):
+    checkpoint = paper_run[0] / "runs" / "lstm-pretrained" / "pretrain" / "final"
+    stdout = run_bench("downstream.py", "--pretrained", str(checkpoint), "--tasks", "book_review", "msra_ner",
+                       "cmrc2018", "--limit-rows", "40", "--epochs", "1", "--out", str(tmp_path), "--data", str(data_dir))
+    lines = stdout.splitlines()
+    model_line = next(line for line in lines if line.startswith("model: "))
+    assert "lstm, 2 layers, hidden 128" in model_line and "pre-training: wall_s" in model_line
+    for task, split, metric in [("book_review", "test", "acc"), ("msra_ner", "test", "f1"),
+                                ("cmrc2018", "dev (held-out third)", "em"), ("cmrc2018", "dev (held-out third)", "f1")]:
+        found = [line for line in lines if re.match(rf"{task} +{re.escape(split)} \(\d+\) +{metric} +[01]\.\d{{4}}  \d+s  "
+                                                    r"fine-tune, 1 epoch", line)]
+        assert len(found) == 1, (task, metric, stdout[-3000:])
+    assert len([line for line in lines if line.startswith("book_review") and "n-gram LR baseline" in line]) == 1
+    record = json.loads((tmp_path / "downstream.json").read_text())
+    assert [r["task"] for r in record["results"]] == ["book_review", "book_review", "msra_ner", "cmrc2018"]
