@@ -210,6 +210,7 @@ class OptimConfig(StrictModel):
     grad_accum_steps: int = Field(1, ge=1)  # micro-batches per optimizer step
     grad_clip: float = Field(1.0, gt=0)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16: autocast (CPU and GPU); fp16: GPU, gradient scaler
+    group_by_length: bool = False  # batches of similar lengths (less padding), their order still shuffled
     compile: bool = False  # torch.compile the model
     seed: int = 7
 
@@ -247,6 +248,7 @@ class TrainConfig(OptimConfig):
 
 class FinetuneConfig(OptimConfig):
     lr: float = Field(2e-5, gt=0)
+    group_by_length: bool = True  # task texts vary in length: padding each batch to its longest row wastes most steps
     task: Task = _component(TASKS, "classification")
     train_path: InputLocation | None = None
     dev_path: InputLocation | None = None
@@ -315,6 +317,8 @@ class JobConfig(StrictModel):
 
     @model_validator(mode="after")
     def _data_feeds_targets(self):
+        if not (self.data.corpus or "processor" in self.data.model_fields_set):
+            return self  # no pre-training data in this job (e.g. fine-tuning a checkpoint with its own targets)
         processor = PROCESSORS.get(self.data.processor.name)
         feeds = set(getattr(processor, "feeds", ()))
         unfed = [t for t in self.model.targets if t not in feeds]

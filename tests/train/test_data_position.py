@@ -88,3 +88,22 @@ def test_prefetcher_hands_on_items_and_errors():
     with pytest.raises(ValueError, match="bad shard"):
         next(prefetched)
     prefetched.close()
+
+
+def test_length_grouped_batches_are_restorable_and_cover_the_epoch(tmp_path):
+    lengths = np.random.default_rng(0).integers(1, 60, size=700)
+    pq.write_table(pa.table({"src": [list(range(n)) for n in lengths], "id": np.arange(700)}), tmp_path / "r.parquet",
+                   row_group_size=50)
+    source = ParquetSource([str(tmp_path / "r.parquet")])
+
+    def grouped(start=DataPosition(), batches=80):  # 70 batches an epoch
+        stream = rank_batches(source, 1, 0, 1, 10, 4, start, group_by_length=True)
+        return [(p, f, t.column("id").to_pylist(), t.column("src").to_pylist()) for p, f, t in itertools.islice(stream, batches)]
+
+    run = grouped()
+    epoch0 = [i for p, _, ids, _ in run if p.epoch == 0 for i in ids]
+    assert sorted(epoch0) == list(range(700))  # every row once an epoch
+    spans = [max(map(len, src)) - min(map(len, src)) for *_, src in run[:32]]
+    assert np.mean(spans) < 8  # similar lengths together (random batches of 10 from 1..59 span ~45)
+    assert [p.batch for p, *_ in run[:32]] == list(range(32))
+    assert grouped(run[40][1], 39) == run[41:]  # resume mid-pool, across the epoch's end

@@ -37,6 +37,7 @@ class TrainerState:
     step: int = 0  # optimizer steps done
     tokens: int = 0  # non-padding tokens trained on, all ranks
     samples: int = 0
+    seconds: float = 0.0  # training time, all attempts (reports, evaluations and restarts left out)
     epoch: int = 0  # the next batch to read: (epoch, batch)
     batch: int = 0
     best_metric: float | None = None  # fine-tuning: the best dev metric so far
@@ -55,14 +56,15 @@ class TrainerState:
 def layout(hp, world_size: int, total_steps: int, data_fingerprint: str) -> dict:
     """What must not change for a resume to be exact."""
     return {"workers": world_size, "batch_size": hp.batch_size, "grad_accum_steps": hp.grad_accum_steps,
-            "seed": hp.seed, "total_steps": total_steps, "data": data_fingerprint}
+            "seed": hp.seed, "group_by_length": hp.group_by_length, "total_steps": total_steps,
+            "data": data_fingerprint}
 
 
 def check_resume(saved: TrainerState, now: dict, hp) -> None:
     """Refuse, with one line, a resume that could not continue the run exactly."""
     was = saved.layout
     keys = {"workers": "run.num_workers", "batch_size": "batch_size", "grad_accum_steps": "grad_accum_steps",
-            "seed": "seed", "data": "the training data"}
+            "seed": "seed", "group_by_length": "group_by_length", "data": "the training data"}
     for key, name in keys.items():
         if key in was and was[key] != now[key]:
             raise UserError(

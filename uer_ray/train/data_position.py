@@ -103,10 +103,13 @@ def batches_per_epoch(rows: int, world: int, batch_size: int) -> int:
 
 
 def rank_batches(
-    source: ParquetSource, seed: int, rank: int, world: int, batch_size: int, window: int, start: DataPosition
+    source: ParquetSource, seed: int, rank: int, world: int, batch_size: int, window: int, start: DataPosition,
+    group_by_length: bool = False,
 ) -> Iterator[tuple[DataPosition, DataPosition, pa.Table]]:
     """(position of the batch, position after it, batch table) for this rank from ``start`` on, epoch after epoch,
-    forever. The position after a batch is where a resume continues."""
+    forever. The position after a batch is where a resume continues. ``group_by_length``: each run of
+    ``LENGTH_POOL`` batches is sorted by length into batches whose order is then shuffled (less padding, the same
+    rows an epoch)."""
     per_epoch = batches_per_epoch(source.rows, world, batch_size)
     if per_epoch == 0:
         raise ValueError(
@@ -115,19 +118,47 @@ def rank_batches(
     epoch, batch = start.epoch, start.batch
     while True:
         order = EpochOrder(source, seed, epoch, window)
-        part_start = rank * (source.rows // world)
-        pending: list[pa.Table] = []
-        held = 0
-        for table in order.rows(part_start + batch * batch_size, part_start + per_epoch * batch_size):
-            pending.append(table)
-            held += table.num_rows
-            while held >= batch_size:
-                rows = pa.concat_tables(pending)
-                following = DataPosition(epoch, batch + 1) if batch + 1 < per_epoch else DataPosition(epoch + 1, 0)
-                yield DataPosition(epoch, batch), following, rows.slice(0, batch_size)
-                batch += 1
-                pending, held = [rows.slice(batch_size)], rows.num_rows - batch_size
+        part = rank * (source.rows // world)
+        if group_by_length:
+            stream = _length_grouped(order, part, per_epoch, batch_size, (seed, epoch, rank), batch)
+        else:
+            stream = enumerate(_cut(order.rows(part + batch * batch_size, part + per_epoch * batch_size), batch_size), batch)
+        for index, table in stream:
+            following = DataPosition(epoch, index + 1) if index + 1 < per_epoch else DataPosition(epoch + 1, 0)
+            yield DataPosition(epoch, index), following, table
         epoch, batch = epoch + 1, 0
+
+
+LENGTH_POOL = 32  # batches sorted by length together
+
+
+def _cut(tables: Iterator[pa.Table], batch_size: int) -> Iterator[pa.Table]:
+    """A stream of tables -> tables of exactly ``batch_size`` rows (the stream holds whole batches)."""
+    pending: list[pa.Table] = []
+    held = 0
+    for table in tables:
+        pending.append(table)
+        held += table.num_rows
+        while held >= batch_size:
+            rows = pa.concat_tables(pending)
+            yield rows.slice(0, batch_size)
+            pending, held = [rows.slice(batch_size)], rows.num_rows - batch_size
+
+
+def _length_grouped(order: EpochOrder, part: int, per_epoch: int, batch_size: int, seeds: tuple[int, ...],
+                    first: int) -> Iterator[tuple[int, pa.Table]]:
+    """(batch index, batch) from ``first`` on: pool p holds batches [p x POOL, (p + 1) x POOL) of the rank's part,
+    its rows sorted by the length of ``src``, its batches in an order seeded by (seed, epoch, rank, p)."""
+    import pyarrow.compute as pc
+
+    for pool in range(first // LENGTH_POOL, -(-per_epoch // LENGTH_POOL)):
+        begin, count = pool * LENGTH_POOL, min(LENGTH_POOL, per_epoch - pool * LENGTH_POOL)
+        rows = pa.concat_tables(order.rows(part + begin * batch_size, part + (begin + count) * batch_size))
+        by_length = np.argsort(pc.list_value_length(rows.column("src")).to_numpy(zero_copy_only=False), kind="stable")
+        shuffled = np.random.default_rng([*seeds, pool]).permutation(count)
+        for slot, which in enumerate(shuffled):
+            if begin + slot >= first:
+                yield begin + slot, rows.take(by_length[which * batch_size:(which + 1) * batch_size])
 
 
 def eval_range(rows: int, rank: int, world: int) -> tuple[int, int]:

@@ -91,7 +91,7 @@ class Trainer:
         stage = self.stage
         batches = Prefetcher(
             rank_batches(stage.train_source(), self.hp.seed, self.rank, self.world, self.hp.batch_size,
-                         stage.job.train.shuffle_window, self.state.position),
+                         stage.job.train.shuffle_window, self.state.position, self.hp.group_by_length),
             depth=stage.job.train.prefetch,
             transform=lambda item: (item[1], self._pinned(stage.collate(item[2], item[0]))),
         )
@@ -147,6 +147,7 @@ class Trainer:
         sums, speed = self.meter.reduce()
         self.state.tokens += int(speed.pop("_tokens"))
         self.state.samples += int(speed.pop("_samples"))
+        self.state.seconds += speed.pop("_seconds")
         return {"epoch": self.state.epoch, **self.stage.summarise(sums), "lr": self.schedule.lr(self.state.step - 1),
                 **speed, "tokens": self.state.tokens, "samples": self.state.samples}
 
@@ -186,6 +187,7 @@ class Trainer:
         nodes = _gather(ray.get_runtime_context().get_node_id())
         if self.rank == 0:
             result = {"step": self.state.step, "tokens": self.state.tokens, "samples": self.state.samples,
+                      "train_seconds": round(self.state.seconds, 1),
                       "best_dev_metric": self.state.best_metric, "early_stopped": self.stopped, **final,
                       "worker_nodes": nodes}
             storage.write_json(storage.join(self.stage.output_dir, RESULT), result)

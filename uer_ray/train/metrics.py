@@ -60,7 +60,7 @@ class Meter:
         }
         if self.flops_per_token and self.peak_flops:
             speed["mfu"] = speed["tokens_per_s"] * self.flops_per_token / (self.peak_flops * self.world_size)
-        return sums, {**speed, "_tokens": tokens, "_samples": samples}
+        return sums, {**speed, "_tokens": tokens, "_samples": samples, "_seconds": seconds}
 
     def progress_line(self, job_type: str, step: int, total: int, metrics: dict) -> str:
         """``[pretrain] step 200/2000 (10%) loss 5.43 ... | 12,345 tokens/s | 3m20s, ETA 30m00s``."""
