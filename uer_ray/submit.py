@@ -120,7 +120,10 @@ def auth_headers() -> dict[str, str]:
 
     loader = AuthenticationTokenLoader.instance()
     loader.reset_cache()  # the environment may have changed since the last call
-    return dict(loader.get_token_for_http_header(ignore_auth_mode=True))
+    try:
+        return dict(loader.get_token_for_http_header(ignore_auth_mode=True))
+    finally:
+        loader.reset_cache()  # a Ray this process starts later must load its own token, not this cluster's
 
 
 def connect(address: str | None):

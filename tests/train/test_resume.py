@@ -20,13 +20,31 @@ from wandb_offline import history, run_id, runs
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-STEPS = 30
+STEPS = 60  # long enough that a kill lands mid-run on a quiet machine too
 
 
-def launch(*args: str, cwd: Path, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env, **kwargs)
+class Launch:
+    """``launch.py`` in a child process, its output going to a file (a pipe nobody reads would fill and stall it)."""
+
+    def __init__(self, *args: str, cwd: Path, new_session: bool = False):
+        env = {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1", "PYTHONUNBUFFERED": "1"}
+        self.log = cwd / f"launch-{time.time_ns()}.log"
+        with open(self.log, "w") as out:
+            self.process = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args], cwd=cwd, stdout=out,
+                                            stderr=subprocess.STDOUT, text=True, env=env, start_new_session=new_session)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def finish(self, timeout: float = 600) -> tuple[int, str]:
+        return self.process.wait(timeout=timeout), self.output()
+
+    def wait_for(self, pattern: str, timeout: float = 300) -> None:
+        deadline = time.time() + timeout
+        while not re.search(pattern, self.output()):
+            assert self.process.poll() is None, "the run ended before: " + self.output()[-3000:]
+            assert time.time() < deadline, self.output()[-3000:]
+            time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +63,7 @@ def job(tmp_path_factory, data_dir) -> Path:
         "train": {"total_steps": STEPS, "batch_size": 8, "report_every": 1, "checkpoint_every": 5},
         "tracking": {"mode": "offline"},
     }))
-    assert launch("preprocess", "--config", str(spec), cwd=root).wait(timeout=300) == 0
+    assert Launch("preprocess", "--config", str(spec), cwd=root).finish(300)[0] == 0
     return spec
 
 
@@ -60,53 +78,52 @@ def losses(run_dir: Path) -> tuple[dict[int, float], set[str]]:
     return by_step, {run_id(f) for f in files}
 
 
-def wait_for(process: subprocess.Popen, pattern: str, timeout: float = 300) -> str:
-    """Read the process's output until a line matches; returns the output so far."""
-    seen, deadline = [], time.time() + timeout
-    for line in process.stdout:
-        seen.append(line)
-        if re.search(pattern, line):
-            return "".join(seen)
-        assert time.time() < deadline, "".join(seen[-30:])
-    raise AssertionError("the run ended before: " + "".join(seen[-30:]))
-
-
 @pytest.fixture(scope="module")
 def expected(job) -> dict[int, float]:
     """Per-step losses of an uninterrupted run."""
     root = job.parent
-    reference = launch("pretrain", "--config", str(job), cwd=root)
-    out, _ = reference.communicate(timeout=600)
-    assert reference.returncode == 0, out[-3000:]
+    code, out = Launch("pretrain", "--config", str(job), cwd=root).finish()
+    assert code == 0, out[-3000:]
     by_step, ids = losses(root / "runs" / "reference")
     assert sorted(by_step) == list(range(1, STEPS + 1)) and len(ids) == 1
     return by_step
 
 
-def wait_for_checkpoint(run_dir: Path, step: int, process: subprocess.Popen, timeout: float = 300) -> None:
-    """Until a checkpoint of ``step`` is on disk (faster than the forwarded log lines)."""
-    def reached(path: Path) -> bool:
+def checkpointed_step(run_dir: Path, registered: bool) -> int:
+    """The step of the newest checkpoint on disk, or of the newest Ray Train has registered (what a restart gets)."""
+    def step_of(path: Path) -> int:
         try:
-            return json.loads(path.read_text())["step"] >= step
-        except ValueError:  # being copied into place right now
-            return False
+            return json.loads(path.read_text())["step"]
+        except (ValueError, OSError):  # being written right now
+            return 0
 
+    ray_run = run_dir / "ray" / "pretrain"
+    if not registered:
+        return max((step_of(p) for p in ray_run.glob("checkpoint_*/trainer_state.json")), default=0)
+    try:
+        latest = json.loads((ray_run / "checkpoint_manager_snapshot.json").read_text())["latest_checkpoint_result"]
+    except (ValueError, OSError, KeyError):
+        return 0
+    return step_of(ray_run / latest["checkpoint_dir_name"] / "trainer_state.json") if latest else 0
+
+
+def wait_for_checkpoint(run_dir: Path, step: int, run: Launch, registered: bool = False, timeout: float = 300) -> None:
+    """Until a checkpoint of ``step`` or later is on disk (faster than the forwarded log lines), or registered."""
     deadline = time.time() + timeout
-    while not any(reached(p) for p in run_dir.glob("ray/pretrain/checkpoint_*/trainer_state.json")):
-        assert process.poll() is None and time.time() < deadline, "no checkpoint"
+    while checkpointed_step(run_dir, registered) < step:
+        assert run.process.poll() is None and time.time() < deadline, "no checkpoint: " + run.output()[-3000:]
         time.sleep(0.05)
 
 
 def test_killed_run_resumes_exactly(job, expected):
     root = job.parent
-    first = launch("pretrain", "--config", str(job), "--set", "run.name=killed", cwd=root, start_new_session=True)
+    first = Launch("pretrain", "--config", str(job), "--set", "run.name=killed", cwd=root, new_session=True)
     wait_for_checkpoint(root / "runs" / "killed", 5, first)
-    time.sleep(1.0)  # a few steps past the checkpoint: they are lost with the kill
-    os.killpg(first.pid, signal.SIGKILL)  # the driver, its local Ray and the workers, at once
-    first.wait(timeout=60)
-    again = launch("pretrain", "--config", str(job), "--set", "run.name=killed", cwd=root)
-    out, _ = again.communicate(timeout=600)
-    assert again.returncode == 0, out[-3000:]
+    time.sleep(0.3)  # a step or two past the checkpoint: lost with the kill
+    os.killpg(first.process.pid, signal.SIGKILL)  # the driver, its local Ray and the workers, at once
+    first.finish(60)
+    code, out = Launch("pretrain", "--config", str(job), "--set", "run.name=killed", cwd=root).finish()
+    assert code == 0, out[-3000:]
     resumed = int(re.search(r"resumed at step (\d+)", out).group(1))
     assert resumed >= 5 and resumed % 5 == 0 and resumed < STEPS  # the latest registered checkpoint
 
@@ -120,16 +137,16 @@ def test_killed_run_resumes_exactly(job, expected):
 
 def test_lost_worker_is_replaced_and_the_run_finishes(job, expected):
     root = job.parent
-    run = launch("pretrain", "--config", str(job), "--set", "run.name=lost-worker", cwd=root)
-    wait_for(run, r"step 12/")
-    driver = psutil.Process(run.pid)
+    run = Launch("pretrain", "--config", str(job), "--set", "run.name=lost-worker", cwd=root)
+    wait_for_checkpoint(root / "runs" / "lost-worker", 10, run, registered=True)
+    driver = psutil.Process(run.process.pid)
     workers = [p for p in driver.children(recursive=True) if "RayTrainWorker" in " ".join(p.cmdline())]
     assert len(workers) == 2, [p.cmdline() for p in driver.children(recursive=True)]
     workers[1].kill()
-    out, _ = run.communicate(timeout=600)
-    assert run.returncode == 0, out[-3000:]
+    code, out = run.finish()
+    assert code == 0, out[-3000:]
     resumed = int(re.search(r"resumed at step (\d+)", out).group(1))
-    assert resumed >= 10 and resumed % 5 == 0  # from the latest checkpoint: redid only the steps made since
+    assert resumed >= 10 and resumed % 5 == 0 and resumed < STEPS  # from the latest checkpoint
     got, _ = losses(root / "runs" / "lost-worker")
     assert set(range(resumed + 1, STEPS + 1)) <= set(got)
     assert got == {step: expected[step] for step in got}  # and still exactly the uninterrupted run
@@ -137,9 +154,9 @@ def test_lost_worker_is_replaced_and_the_run_finishes(job, expected):
 
 def test_ctrl_c_says_how_to_resume(job):
     root = job.parent
-    run = launch("pretrain", "--config", str(job), "--set", "run.name=ctrl-c", cwd=root, start_new_session=True)
-    wait_for(run, r"step 3/")
-    run.send_signal(signal.SIGINT)
-    out, _ = run.communicate(timeout=120)
-    assert run.returncode == 130, out[-3000:]
+    run = Launch("pretrain", "--config", str(job), "--set", "run.name=ctrl-c", cwd=root, new_session=True)
+    run.wait_for(r"step 3/")
+    run.process.send_signal(signal.SIGINT)
+    code, out = run.finish(120)
+    assert code == 130, out[-3000:]
     assert "run the same command again to resume" in out

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from uer_ray.config import ConfigError, build_config, load_job
+from uer_ray.config import ConfigError, build_config, expand_env
 from uer_ray.tune.search import plan_sweep
 from uer_ray.tune.trial import flat_config, trial_job
 
@@ -20,21 +20,16 @@ READY = ROOT / "jobs" / "tune_encoders_targets.yaml"
 
 
 @pytest.fixture
-def spec(tmp_path) -> dict:
-    """The ready sweep's job, stored under tmp_path."""
-    data = yaml.safe_load(READY.read_text())
+def spec(tmp_path, data_dir, monkeypatch) -> dict:
+    """The ready sweep's job on the reference data (UER_DATA), stored under tmp_path."""
+    monkeypatch.setenv("UER_DATA", str(data_dir))
+    data = expand_env(yaml.safe_load(READY.read_text()))
     data["run"]["storage_path"] = str(tmp_path / "runs")
     return data
 
 
 def plan_of(data: dict):
-    return plan_sweep(build_config(_absolute(data)))
-
-
-def _absolute(data: dict) -> dict:
-    """The ready job names the reference data relative to the project root."""
-    text = yaml.safe_dump(data).replace("../shared/", str(ROOT.parent / "shared") + "/")
-    return yaml.safe_load(text)
+    return plan_sweep(build_config(data))
 
 
 def error_of(data: dict) -> str:
@@ -166,7 +161,7 @@ def test_dev_metric_needs_the_probe_and_winners_need_finetune_data(spec):
 def test_cli_refuses_a_bad_spec_quickly_without_starting_ray(spec, tmp_path):
     spec["search"]["space"]["train.lrr"] = {"uniform": [1, 2]}
     job = tmp_path / "sweep.yaml"
-    job.write_text(yaml.safe_dump(_absolute(spec)))
+    job.write_text(yaml.safe_dump(spec))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run([sys.executable, str(ROOT / "launch.py"), "tune", "--config", str(job)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
@@ -175,9 +170,9 @@ def test_cli_refuses_a_bad_spec_quickly_without_starting_ray(spec, tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "error: invalid config: search.space.train.lrr: unknown path: train has no key 'lrr' (allowed: batch_size, "
-        "checkpoint_every, compile, grad_accum_steps, grad_clip, init_from, keep_checkpoints, lr, min_lr_ratio, power, "
-        "precision, prefetch, probe, report_every, scheduler, seed, shuffle_window, total_steps, warmup, warmup_steps, "
-        "weight_decay)"
+        "checkpoint_every, compile, grad_accum_steps, grad_clip, group_by_length, init_from, keep_checkpoints, lr, "
+        "min_lr_ratio, power, precision, prefetch, probe, report_every, scheduler, seed, shuffle_window, total_steps, "
+        "warmup, warmup_steps, weight_decay)"
     ]
     assert "Ray" not in done.stdout + done.stderr  # failed before Ray started
     # CPU time, not wall time: the machine is shared; alone, the command takes about 2 s
