@@ -39,6 +39,15 @@ def _local_dir(location: str) -> tuple[Path, str | None]:
     return storage.cache_dir() / "wandb" / storage.name(storage.parent(location)), location
 
 
+def _own_wandb_service() -> None:
+    """Forget a W&B service inherited from another process (through Ray, the driver's): runs would be written by
+    that process's service, where a killed attempt's stream of the same run id is still open and swallows the
+    resumed attempt's records. The token names the process that started the service."""
+    token = os.environ.get("WANDB_SERVICE", "")
+    if token and token.split("-")[1:2] != [str(os.getpid())]:
+        del os.environ["WANDB_SERVICE"]
+
+
 class Tracker:
     """One W&B run; every call is a no-op once W&B has failed or when tracking is disabled."""
 
@@ -52,6 +61,7 @@ class Tracker:
         try:
             import wandb
 
+            _own_wandb_service()
             self.directory.mkdir(parents=True, exist_ok=True)
             self.run = wandb.init(
                 project=tracking.project,

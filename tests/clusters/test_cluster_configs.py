@@ -180,7 +180,8 @@ def wait_for_nodes(cluster: LocalCluster, count: int, timeout_s: float = 30) -> 
     while True:
         done = cluster.script("status")
         assert done.returncode == 0, done.stdout + done.stderr
-        active = done.stdout.split("Active:")[1].split("Pending:")[0]
+        # right after start the autoscaler may not have published a report yet ("No cluster status")
+        active = done.stdout.split("Active:")[1].split("Pending:")[0] if "Active:" in done.stdout else ""
         if active.count("node_") == count or time.monotonic() > deadline:
             return done.stdout
         time.sleep(1)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from span_fixtures import eval_loss, make_task, predict_all, train
+from uer_ray.finetune.data import read_split
 from uer_ray.finetune.tasks import DataError
 from uer_ray.finetune.tasks.base import char_ids
 from uer_ray.finetune.tasks.mrc import best_spans, cmrc_em, cmrc_f1, mixed_segmentation
@@ -124,6 +125,13 @@ def test_unlabelled_file_ignores_answers(task, cmrc):
     data = task.read(cmrc / "test.json", labelled=False)  # its answers are placeholders (FAKE_ANSWER_1, start -1)
     assert data.examples.num_rows == 5 and data.issues.count == 0
     assert "start_position" not in data.features.column_names and "answers" not in data.examples.column_names
+
+
+def test_hidden_answers_make_a_test_file_predicted_not_scored(task, cmrc):
+    said = []
+    data = read_split(task, str(cmrc / "test.json"), 0.1, progress=said.append, labelled=None)
+    assert not data.labelled and data.examples.num_rows == 5
+    assert len(said) == 1 and "FAKE_ANSWER_1" in said[0] and "not scored" in said[0]
 
 
 # span search and metric --------------------------------------------------------------------------------------------

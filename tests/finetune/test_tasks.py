@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.finetune.sentence_tasks import make_task, skipped
+from uer_ray.finetune.data import read_split, read_written, write_split
 from uer_ray.finetune.tasks import DataError, TaskData
 
 TSV_TASKS = {  # a task config and a good labelled row with its header
@@ -84,3 +85,28 @@ def test_unlabelled_files_need_no_label_column(case, tmp_path):
     text = "\t".join(columns[i] for i in keep) + "\n" + "\t".join(row.split("\t")[i] for i in keep) + "\n"
     data = task.read(write(tmp_path, text), labelled=False)
     assert data.features.num_rows == 1 and "label" not in data.features.column_names
+
+
+def test_a_test_file_without_labels_is_predicted_not_scored(case, tmp_path):
+    """UER-py's test_nolabel.tsv as the test split: read for predictions, said so, and marked unscored on storage."""
+    task, header, row = case
+    columns = header.split("\t")
+    keep = [i for i, column in enumerate(columns) if column != "label"]
+    path = write(tmp_path, "\t".join(columns[i] for i in keep) + "\n" + "\t".join(row.split("\t")[i] for i in keep) + "\n")
+    said = []
+    data = read_split(task, str(path), 0.1, progress=said.append, labelled=None)
+    assert not data.labelled and data.examples.num_rows == 1
+    assert len(said) == 1 and "data.tsv" in said[0] and "lacks column(s) label" in said[0] and "not scored" in said[0]
+    write_split(data, str(tmp_path / "test"))
+    assert read_written(str(tmp_path / "test")).labelled is False
+
+    labelled = read_split(task, str(write(tmp_path, f"{header}\n{row}\n")), 0.1, progress=said.append, labelled=None)
+    assert labelled.labelled and len(said) == 1
+    write_split(labelled, str(tmp_path / "test"))
+    assert read_written(str(tmp_path / "test")).labelled is True
+
+
+def test_a_mostly_bad_labelled_test_file_is_still_refused(case, tmp_path):
+    task, header, row = case
+    with pytest.raises(DataError, match="rows are unusable"):
+        read_split(task, str(write(tmp_path, f"{header}\n{row}\n" + "x\n" * 5)), 0.1, labelled=None)

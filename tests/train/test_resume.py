@@ -47,6 +47,18 @@ class Launch:
             time.sleep(0.05)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def driver_wandb_service(tmp_path_factory):
+    """As in a driver that tracks with W&B itself (or a suite that did before): its W&B service token is in the
+    environment every launched process and Ray worker inherits; each run must still be written by its own worker."""
+    import wandb
+
+    run = wandb.init(mode="offline", dir=str(tmp_path_factory.mktemp("driver-wandb")), project="driver")
+    assert os.environ.get("WANDB_SERVICE")
+    yield
+    run.finish()
+
+
 @pytest.fixture(scope="module")
 def job(tmp_path_factory, data_dir) -> Path:
     root = tmp_path_factory.mktemp("resume")

@@ -98,10 +98,10 @@ def prepare(job, progress=print) -> Prepared:
     task = TASKS.get(job.finetune.task.name)(job.finetune.task, tokenizer, job.finetune.seq_length)
     data = {"train": read_split(task, job.finetune.train_path, job.finetune.max_bad_fraction, progress)}
     task.fit_labels(data["train"])
-    for split in ("dev", "test"):
-        path = getattr(job.finetune, f"{split}_path")
-        if path:
-            data[split] = read_split(task, path, job.finetune.max_bad_fraction, progress)
+    if job.finetune.dev_path:
+        data["dev"] = read_split(task, job.finetune.dev_path, job.finetune.max_bad_fraction, progress)
+    if job.finetune.test_path:
+        data["test"] = read_split(task, job.finetune.test_path, job.finetune.max_bad_fraction, progress, labelled=None)
     if job.finetune.pretrained:
         check_encoder_weights(task, job)
     return Prepared(task, data)
@@ -229,7 +229,7 @@ class FinetuneStage(Stage):
                 path = directory / f"{split}_predictions{self.task.prediction_suffix}"
                 self.task.write_predictions(outputs, data, path)
                 storage.write_bytes(storage.join(self.output_dir, path.name), path.read_bytes())
-        return self.task.score(outputs, data)
+        return self.task.score(outputs, data) if data.labelled else {}
 
     def _predict(self, model, table) -> list[dict[str, np.ndarray]]:
         device = next(model.parameters()).device

@@ -77,6 +77,7 @@ class TaskData:
     features: pa.Table
     examples: pa.Table
     issues: RowIssues
+    labelled: bool = True  # False: no gold labels (predicted, never scored)
 
     def __post_init__(self):
         for table, column in ((self.features, "feature_id"), (self.features, "example_id"), (self.examples, "example_id")):

@@ -160,6 +160,7 @@ class ReadingComprehension(Task):
     """A window without the whole trained answer learns to point at [CLS] (BERT's SQuAD recipe)."""
 
     metric = "f1"
+    prediction_suffix = ".json"
 
     class Config(ComponentConfig):
         doc_stride: int = Field(128, gt=0)  # characters between the starts of two windows of one context
