@@ -24,7 +24,7 @@ demo: install
 	$(PY) launch.py quickstart
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
