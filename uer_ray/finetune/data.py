@@ -37,12 +37,11 @@ def _read_labelled_if_possible(task: Task, local, path: str, progress) -> TaskDa
         data = task.read(local, labelled=True)
         if data.examples.num_rows:
             return data
-        reason = "; ".join(e for examples in data.issues.log.examples.values() for e in examples[:1])
-        failure = None
+        reason, failure = data.issues.first(1), None
     except DataError as exc:
         data, reason, failure = None, str(exc), exc
     unlabelled = task.read(local, labelled=False)
-    if not unlabelled.examples.num_rows:
+    if not unlabelled.examples.num_rows:  # unusable either way: the labelled reading says why
         if failure:
             raise failure
         return data

@@ -62,10 +62,14 @@ class RowIssues:
                  if n]
         return f"{self.path}: " + "; ".join(lines) if lines else ""
 
+    def first(self, per_reason: int) -> str:
+        """The first skipped rows of each reason, with their lines."""
+        return "; ".join(e for examples in self.log.examples.values() for e in examples[:per_reason])
+
     def check(self, kept: int, max_bad_fraction: float) -> None:
         total = kept + self.count
         if kept == 0 or self.count > max_bad_fraction * total:
-            first = "; ".join(e for examples in self.log.examples.values() for e in examples[:3])
+            first = self.first(3)
             raise DataError(
                 f"{self.path}: {self.count} of {total} rows are unusable (more than {max_bad_fraction:.0%}), "
                 f"so the file is refused: {first}" if kept else f"{self.path}: no usable row ({first or 'empty'})"
