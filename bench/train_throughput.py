@@ -114,6 +114,8 @@ def job_spec(setting: Setting, corpus: Path, tmp: Path, run_name: str, args) -> 
              "checkpoint_every": args.steps, "keep_checkpoints": 1}  # one checkpoint, after the last window
     if args.precision != "fp32":
         train["precision"] = args.precision
+    if args.compile:
+        train["compile"] = True
     return {
         "run": {"name": run_name, "storage_path": str(tmp / "runs"), "num_workers": 1,
                 "cpus_per_worker": args.threads, "use_gpu": args.device == "cuda"},
@@ -205,6 +207,8 @@ def plain_loop(spec_path: Path, args) -> dict:
     table, per_epoch = read_instances(dataset_dir, batch_size)
     model = build_model(job.model, vocab).to(device).train()
     optimizer = make_optimizer(model, job.train, device)
+    if args.compile:
+        model = torch.compile(model)
     scaler = torch.amp.GradScaler(device.type) if args.precision == "fp16" else None
     step_ends, step_tokens, window_loss = [], [], torch.zeros((), device=device)
     start = time.perf_counter()
@@ -246,7 +250,8 @@ def plain_run(spec_path: Path, args) -> dict:
 
 def child_arguments(args) -> list[str]:
     return ["--threads", str(args.threads), "--steps", str(args.steps), "--warmup-steps", str(args.warmup_steps),
-            "--window", str(args.window), "--device", args.device, "--precision", args.precision]
+            "--window", str(args.window), "--device", args.device, "--precision", args.precision,
+            *(["--compile"] if args.compile else [])]
 
 
 def trainer_run(spec_path: Path, args) -> dict:
@@ -309,7 +314,7 @@ def measure(setting: Setting, index: int, corpus: Path, tmp: Path, args) -> dict
     progress(setting, "TorchTrainer")
     trainer = trainer_run(spec_path, args)
     line = {"config": setting.config, "seq": setting.seq, "batch": setting.batch, "device": args.device,
-            "precision": args.precision, "threads": args.threads,
+            "precision": args.precision, "compile": args.compile, "threads": args.threads,
             "measured_steps": f"{args.warmup_steps + 1}-{args.steps}",
             "plain_tokens_per_s": round(plain["tokens_per_s"]), "trainer_tokens_per_s": round(trainer["tokens_per_s"]),
             "trainer_vs_plain": round(trainer["tokens_per_s"] / plain["tokens_per_s"], 3),
@@ -369,6 +374,7 @@ def main(argv=None) -> None:
     add_run_arguments(parser)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (train.compile in the trainer)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, for MFU where unknown")
     parser.add_argument("--uer-py", default=None, help="a UER-py checkout: also measure its pretrain.py")
     parser.add_argument("--plain-job", help=argparse.SUPPRESS)  # internal: the child process of plain_run
