@@ -458,7 +458,8 @@ def expand_env(value: Any, where: str = "") -> Any:
     return _ENV_REFERENCE.sub(substitute, value)
 
 
-def load_job(path: str | Path | None = None, overrides: list[str] = ()) -> JobConfig:
+def read_job_spec(path: str | Path | None) -> dict:
+    """A job spec's mapping with ``${VAR}`` references expanded, not yet validated (None: an empty spec)."""
     data: dict = {}
     if path is not None:
         path = Path(path)
@@ -467,4 +468,8 @@ def load_job(path: str | Path | None = None, overrides: list[str] = ()) -> JobCo
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a job spec must be a YAML mapping")
-    return build_config(expand_env(data), overrides)
+    return expand_env(data)
+
+
+def load_job(path: str | Path | None = None, overrides: list[str] = ()) -> JobConfig:
+    return build_config(read_job_spec(path), overrides)

@@ -15,9 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import yaml
-
-from uer_ray.config import apply_overrides, expand_env, load_job
+from uer_ray.config import apply_overrides, load_job, read_job_spec
 from uer_ray.data.vocab_builder import train_spm
 from uer_ray.tokenizers import build_vocab
 
@@ -96,8 +94,7 @@ def ngram_baseline(paths: dict[str, Path]) -> dict[str, float]:
 
 def _tokenizer_name(config: str | Path, overrides: list[str]) -> str | None:
     """The job's tokenizer before validation: an spm job needs its SentencePiece model trained first."""
-    raw = expand_env(yaml.safe_load(Path(config).read_text()) or {})  # as load_job reads it
-    tokenizer = apply_overrides(raw, list(overrides)).get("tokenizer")
+    tokenizer = apply_overrides(read_job_spec(config), list(overrides)).get("tokenizer")
     return tokenizer.get("name") if isinstance(tokenizer, dict) else tokenizer
 
 
