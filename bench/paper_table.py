@@ -13,12 +13,12 @@ Setup (every stage is the real one: Ray Data preprocessing, Ray Train pre-traini
   chnsenticorp.txt + CLUECorpusSmall_sampled.txt, one document a line, exact duplicates dropped, and every line whose
   text is in an evaluated split (book_review dev / test, chnsenticorp dev — chnsenticorp.txt holds all of its dev
   reviews) dropped, so pre-training never reads the text it is scored on.
-- Tokenizer: ``bert`` on the shared Chinese BERT vocabulary (models/google_zh_vocab.txt). Chinese characters come out
-  one a token as with ``char``, but ``bert`` lower-cases and WordPiece-splits Latin words and numbers, where ``char``
-  gives [UNK] for every character the vocabulary lacks (upper-case letters, ...): 0.52% [UNK] on this corpus against
-  1.18%. It is also Google's Chinese BERT tokenization, so a converted BERT checkpoint goes through
-  bench/downstream.py unchanged.
-- Models: bench/downstream.py's MODELS (hidden 128, 2 layers; about 3M parameters, most in the embedding).
+- Tokenizer (``--vocab``): ``corpus`` (default), ``char`` on a vocabulary counted from the pre-training corpus (every
+  character seen at least 3 times: about 4,700 tokens), or ``bert`` on the shared Chinese BERT vocabulary
+  (models/google_zh_vocab.txt, 21,128 tokens). Both give Chinese characters one a token; the corpus vocabulary makes
+  the output layer of the LM, which predicts every token against the whole vocabulary and is most of an LSTM LM
+  step's arithmetic, 4.5 times smaller, so a CPU budget buys about 3 times the steps.
+- Models: bench/downstream.py's MODELS (LSTM: 1 layer, hidden 256; Transformer: 2 layers, hidden 128).
 - Budget: ``--pretrain-minutes`` (20) of pre-training steps an arm: a calibration run of the same job
   (``--calibration-steps``) measures steps/s over its last report window, and total_steps = minutes x 60 x steps/s;
   start-up, reports and the checkpoint add about a minute. ``--arm-minutes`` budgets whole arms instead: each
@@ -50,13 +50,14 @@ from downstream import (  # noqa: E402  (bench/ is not a package)
 
 TASKS = ("book_review", "chnsenticorp")
 PRETRAIN = {  # processor, targets and learning rate of each encoder's pre-training
-    "lstm": {"processor": {"name": "lm", "seq_length": 128}, "targets": {"lm": 1.0}, "lr": 1e-3},
+    "lstm": {"processor": {"name": "lm", "seq_length": 128}, "targets": {"lm": 1.0}, "lr": 2e-3},
     "transformer": {"processor": {"name": "mlm", "seq_length": 128}, "targets": {"mlm": 1.0}, "lr": 1e-3},
 }
 PRETRAIN_BATCH = 32
 FINETUNE_SEQ, FINETUNE_EPOCHS = 128, 3
 CORPORA = {"book_review": "corpora/book_review_cls.txt", "chnsenticorp": "corpora/chnsenticorp.txt",
            "clue": "corpora/CLUECorpusSmall_sampled.txt"}
+VOCAB_MIN_COUNT = 3  # --vocab corpus: characters seen fewer times are [UNK]
 HELD_OUT = ("datasets/book_review/dev.tsv", "datasets/book_review/test.tsv", "datasets/chnsenticorp/dev.tsv")
 UER_PY = {"book_review": (80.2, 86.6), "chnsenticorp": (88.3, 94.5)}  # 2-layer LSTM, scratch -> pre-trained
 
@@ -109,6 +110,18 @@ def build_corpus(data: Path, target: Path, limit: int | None = None) -> dict:
     return counts
 
 
+def tokenizer_section(args, corpus: Path) -> dict:
+    """The tokenizer of every job (``--vocab``); ``corpus``: the vocabulary is counted from the pre-training corpus
+    (with Ray Data: Ray must be up)."""
+    if args.vocab == "bert":
+        return {"name": "bert", "vocab_path": str(args.data / VOCAB)}
+    from uer_ray.data.vocab_builder import build_vocab_from_corpus
+
+    path = args.out / "data" / "corpus_vocab.txt"
+    build_vocab_from_corpus(str(corpus), path, min_count=VOCAB_MIN_COUNT, lowercase=False, wordpiece_suffixes=False)
+    return {"name": "char", "vocab_path": str(path)}
+
+
 # pre-training --------------------------------------------------------------------------------------------------------
 def pretrain_job(encoder: str, name: str, corpus: Path, args, steps: int, dataset_dir: str | None = None):
     from uer_ray.config import build_config
@@ -116,7 +129,7 @@ def pretrain_job(encoder: str, name: str, corpus: Path, args, steps: int, datase
     spec = PRETRAIN[encoder]
     raw = {
         "run": run_section(name, args),
-        "tokenizer": {"name": "bert", "vocab_path": str(args.data / VOCAB)},
+        "tokenizer": args.tokenizer,
         "data": {"corpus": [str(corpus)], "processor": spec["processor"], "output_dir": dataset_dir},
         "model": {**MODELS[encoder], "targets": spec["targets"]},
         "train": {"total_steps": steps, "batch_size": PRETRAIN_BATCH, "lr": spec["lr"], "warmup": 0.05,
@@ -198,7 +211,7 @@ def run_arm(arm: Arm, corpus: Path, files: dict, args, finetune_s: float | None 
     checkpoint = pretrain_arm(arm, corpus, args, finetune_s) if arm.pretrained else None
     base = {"run": run_section(arm.name, args), "tracking": {"mode": "disabled"}}
     if checkpoint is None:
-        base.update(tokenizer={"name": "bert", "vocab_path": str(args.data / VOCAB)}, model=MODELS[arm.encoder])
+        base.update(tokenizer=args.tokenizer, model=MODELS[arm.encoder])
     for task in args.tasks:
         result = run_task(task, base, files[task], args.data, checkpoint, default_lr(arm.encoder), args.epochs,
                           FINETUNE_SEQ, scoped_overrides(args.overrides, arm.encoder))
@@ -257,18 +270,21 @@ def table_rows(arms: list[Arm], baselines: dict[str, TaskResult], tasks) -> list
 
 
 def table_markdown(arms: list[Arm], baselines: dict[str, TaskResult], args, corpus: dict) -> str:
+    from uer_ray.tokenizers import Vocab
+
+    vocab = args.tokenizer["vocab_path"]
     header = ["encoder", "arm", "pre-training", *[f"{t} {RECIPES[t].split} acc" for t in args.tasks], "arm compute (min)"]
     table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
              *["| " + " | ".join(row) + " |" for row in table_rows(arms, baselines, args.tasks)]]
     setup = (f"Pre-training corpus: {corpus['lines']:,} documents, {corpus['characters'] / 1e6:.2f}M characters "
              f"(book_review {corpus['book_review']:,}, chnsenticorp {corpus['chnsenticorp']:,}, CLUE "
              f"{corpus['clue']:,}; {corpus['held_out_dropped']:,} lines of evaluated splits and "
-             f"{corpus['duplicates_dropped']:,} duplicates dropped); tokenizer bert on google_zh_vocab.txt. "
+             f"{corpus['duplicates_dropped']:,} duplicates dropped); tokenizer {args.tokenizer['name']} on "
+             f"{Path(vocab).name} ({len(Vocab.load(vocab)):,} tokens). "
              f"Compute: {args.workers} Ray Train worker(s) x {args.cpus_per_worker:g} CPU ({os.cpu_count()} CPUs on "
              f"the machine). Fine-tuning: {args.epochs} epoch(s), sequence {FINETUNE_SEQ}, the same for both arms.")
-    encoders = dict.fromkeys(arm.encoder for arm in arms)
-    models = "; ".join(f"{e}: {model_summary(scratch_model(e, args.data / VOCAB, scoped_overrides(args.overrides, e)))}"
-                       for e in encoders)
+    models = "; ".join(f"{e}: {model_summary(scratch_model(e, vocab, scoped_overrides(args.overrides, e)))}"
+                       for e in dict.fromkeys(arm.encoder for arm in arms))
     conclusion = verdict(arms, args.tasks)
     return "\n".join(["# Does pre-training pay? (uer-ray, laptop scale)", "", setup, "", f"Models: {models}.", "",
                       *table, *(["", conclusion] if conclusion else []), ""])
@@ -325,6 +341,8 @@ def parse_args(argv=None):
     parser.add_argument("--limit-rows", type=int, help="a sample of N rows of every fine-tuning file: a smoke run")
     parser.add_argument("--corpus-lines", type=int, help="the first N lines of each pre-training source: a smoke run")
     parser.add_argument("--data", default=str(DATA), help="the shared reference data (corpora/, datasets/, models/)")
+    parser.add_argument("--vocab", choices=["corpus", "bert"], default="corpus",
+                        help="char tokens counted from the pre-training corpus, or bert on google_zh_vocab.txt")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--cpus-per-worker", type=float, default=float(os.cpu_count() or 1))
     parser.add_argument("--no-baseline", action="store_true", help="skip the n-gram baseline")
@@ -348,6 +366,7 @@ def main(argv=None) -> list[Arm]:
     arms = [Arm(encoder, arm == "pretrained") for encoder in args.encoders for arm in args.arms]
     init_ray(RunConfig(**run_section("paper", args)))
     try:
+        args.tokenizer = tokenizer_section(args, args.out / "data" / "pretrain_corpus.txt")
         for arm in arms:
             run_arm(arm, args.out / "data" / "pretrain_corpus.txt", files, args, finetune_seconds(arms, arm.encoder))
             print(f"arm {arm.name}: {compute_note(arm)}; "

@@ -130,7 +130,7 @@ def test_downstream_prints_one_line_per_task_metric(paper_run, data_dir, tmp_pat
                        "cmrc2018", "--limit-rows", "40", "--epochs", "1", "--out", str(tmp_path), "--data", str(data_dir))
     lines = stdout.splitlines()
     model_line = next(line for line in lines if line.startswith("model: "))
-    assert "lstm, 2 layers, hidden 128" in model_line and "pre-training: wall_s" in model_line
+    assert "lstm, 1 layer, hidden 256" in model_line and "pre-training: wall_s" in model_line
     for task, split, metric in [("book_review", "test", "acc"), ("msra_ner", "test", "f1"),
                                 ("cmrc2018", "dev (held-out third)", "em"), ("cmrc2018", "dev (held-out third)", "f1")]:
         found = [line for line in lines if re.match(rf"{task} +{re.escape(split)} \(\d+\) +{metric} +[01]\.\d{{4}}  \d+s  "
