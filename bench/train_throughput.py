@@ -116,6 +116,8 @@ def job_spec(setting: Setting, corpus: Path, tmp: Path, run_name: str, args) -> 
         train["precision"] = args.precision
     if args.compile:
         train["compile"] = True
+    if args.prefetch is not None:
+        train["prefetch"] = args.prefetch
     return {
         "run": {"name": run_name, "storage_path": str(tmp / "runs"), "num_workers": 1,
                 "cpus_per_worker": args.threads, "use_gpu": args.device == "cuda"},
@@ -375,6 +377,7 @@ def main(argv=None) -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (train.compile in the trainer)")
+    parser.add_argument("--prefetch", type=int, help="the trainer's train.prefetch (0: collation in the step's thread)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, for MFU where unknown")
     parser.add_argument("--uer-py", default=None, help="a UER-py checkout: also measure its pretrain.py")
     parser.add_argument("--plain-job", help=argparse.SUPPRESS)  # internal: the child process of plain_run

@@ -241,7 +241,7 @@ class TrainConfig(OptimConfig):
     checkpoint_every: int = Field(200, gt=0)
     keep_checkpoints: int = Field(2, gt=0)
     shuffle_window: int = Field(16, gt=0)  # row groups whose rows are shuffled together
-    prefetch: int = Field(4, ge=1)  # collated batches made ahead of the step
+    prefetch: int = Field(4, ge=0)  # collated batches made ahead of the step (0: made in the step's thread)
     init_from: InputLocation | None = None  # warm start (further pre-training): a checkpoint directory
     probe: ProbeConfig | None = None
 

@@ -4,6 +4,7 @@ every row exactly once whatever the worker count."""
 from __future__ import annotations
 
 import itertools
+import threading
 
 import numpy as np
 import pyarrow as pa
@@ -78,16 +79,23 @@ def test_evaluation_scores_every_row_once(source, world):
     assert rows == list(range(104))
 
 
-def test_prefetcher_hands_on_items_and_errors():
+@pytest.mark.parametrize("depth", [2, 0])
+def test_prefetcher_hands_on_items_and_errors(depth):
     def items():
         yield from range(3)
         raise ValueError("bad shard")
 
-    prefetched = Prefetcher(items(), depth=2, transform=lambda x: x * 10)
-    assert [next(prefetched) for _ in range(3)] == [0, 10, 20]
+    def prefetch_threads() -> int:
+        return sum(thread.name == "uer-prefetch" for thread in threading.enumerate())
+
+    prefetched = Prefetcher(items(), depth=depth, transform=lambda x: x * 10)
+    assert next(prefetched) == 0
+    assert prefetch_threads() == (depth > 0)  # depth 2: blocked on a full queue; depth 0: made in this thread
+    assert [next(prefetched) for _ in range(2)] == [10, 20]
     with pytest.raises(ValueError, match="bad shard"):
         next(prefetched)
     prefetched.close()
+    assert prefetch_threads() == 0
 
 
 def test_length_grouped_batches_are_restorable_and_cover_the_epoch(tmp_path):

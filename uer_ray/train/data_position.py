@@ -168,15 +168,19 @@ def eval_range(rows: int, rank: int, world: int) -> tuple[int, int]:
 
 class Prefetcher:
     """Runs an iterator (reading, collation, masking) in a background thread, ``depth`` items ahead of the consumer,
-    so the training step never waits for data it could have had. Exceptions reach the consumer."""
+    so the training step never waits for data it could have had. Exceptions reach the consumer. ``depth=0`` runs it
+    in the consumer's thread instead: on a CPU worker whose math threads fill its cores, a third busy thread only
+    takes turns with them."""
 
     _END = object()
 
     def __init__(self, items: Iterator, depth: int, transform: Callable = lambda item: item):
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._inline = map(transform, items) if depth == 0 else None
+        self._queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(items, transform), daemon=True, name="uer-prefetch")
-        self._thread.start()
+        if self._inline is None:
+            self._thread.start()
 
     def _run(self, items: Iterator, transform: Callable) -> None:
         try:
@@ -201,6 +205,8 @@ class Prefetcher:
         return self
 
     def __next__(self):
+        if self._inline is not None:
+            return next(self._inline)
         item = self._queue.get()
         if item is self._END:
             raise StopIteration
@@ -210,4 +216,5 @@ class Prefetcher:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
