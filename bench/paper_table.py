@@ -13,7 +13,7 @@ Setup (every stage is the real one: Ray Data preprocessing, Ray Train pre-traini
   chnsenticorp.txt + CLUECorpusSmall_sampled.txt, one document a line, exact duplicates dropped, and every line whose
   text is in an evaluated split (book_review dev / test, chnsenticorp dev — chnsenticorp.txt holds all of its dev
   reviews) dropped, so pre-training never reads the text it is scored on.
-- Tokenizer (``--vocab``): ``corpus`` (default), ``char`` on a vocabulary counted from the pre-training corpus (every
+- Tokenizer (``--vocab``): ``corpus`` (default): ``char`` on a vocabulary counted from the pre-training corpus (every
   character seen at least 3 times: about 4,700 tokens), or ``bert`` on the shared Chinese BERT vocabulary
   (models/google_zh_vocab.txt, 21,128 tokens). Both give Chinese characters one a token; the corpus vocabulary makes
   the output layer of the LM, which predicts every token against the whole vocabulary and is most of an LSTM LM
