@@ -38,9 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "uer"
 VOCAB = "models/google_zh_vocab.txt"
 
-# Laptop-scale encoders that can be trained from scratch here (and are pre-trained by bench/paper_table.py): hidden
-# 128 keeps a fine-tuning epoch over book_review's 20k reviews within a few minutes on 2 CPU cores. 512 positions so
-# that reading comprehension can use long windows.
+# Laptop-scale encoders that can be trained from scratch here (and are pre-trained by bench/paper_table.py): each keeps
+# a fine-tuning epoch over book_review's 20k reviews within a minute or two on 2 CPU cores. 512 positions so that
+# reading comprehension can use long windows.
 MODELS = {
     # One layer of hidden 256 (UER-py's models/rnn/lstm_config.json: 2 layers of 1024): its language model leaves the
     # unigram plateau within 250 steps of 16 on CPU, where 2-layer ones (hidden 128 or 256, dropout or none, lr 1e-3
@@ -254,8 +254,8 @@ def model_summary(model_cfg) -> str:
     total = sum(p.numel() for p in backbone.parameters())
     embedding = sum(p.numel() for p in backbone.embedding.parameters())
     layers = getattr(model_cfg.encoder, "layers_num", "?")
-    return (f"{model_cfg.encoder.name}, {layers} layer{'' if layers == 1 else 's'}, hidden {model_cfg.hidden_size}: {total / 1e6:.2f}M parameters "
-            f"({embedding / 1e6:.2f}M in the embedding)")
+    return (f"{model_cfg.encoder.name}, {layers} layer{'' if layers == 1 else 's'}, hidden {model_cfg.hidden_size}: "
+            f"{total / 1e6:.2f}M parameters ({embedding / 1e6:.2f}M in the embedding)")
 
 
 def pretraining_summary(checkpoint: str) -> str:

@@ -359,16 +359,17 @@ def main(argv=None) -> list[Arm]:
     from uer_ray.config import RunConfig
     from uer_ray.runtime import init_ray, stop_local_ray
 
-    corpus = build_corpus(args.data, args.out / "data" / "pretrain_corpus.txt", args.corpus_lines)
+    corpus_path = args.out / "data" / "pretrain_corpus.txt"
+    corpus = build_corpus(args.data, corpus_path, args.corpus_lines)
     print(f"pre-training corpus: {json.dumps(corpus)}", flush=True)
     files = {task: task_files(task, args.data, args.out / "data", args.limit_rows) for task in args.tasks}
     baselines = {} if args.no_baseline else {task: ngram_result(task, files[task]) for task in args.tasks}
     arms = [Arm(encoder, arm == "pretrained") for encoder in args.encoders for arm in args.arms]
     init_ray(RunConfig(**run_section("paper", args)))
     try:
-        args.tokenizer = tokenizer_section(args, args.out / "data" / "pretrain_corpus.txt")
+        args.tokenizer = tokenizer_section(args, corpus_path)
         for arm in arms:
-            run_arm(arm, args.out / "data" / "pretrain_corpus.txt", files, args, finetune_seconds(arms, arm.encoder))
+            run_arm(arm, corpus_path, files, args, finetune_seconds(arms, arm.encoder))
             print(f"arm {arm.name}: {compute_note(arm)}; "
                   + ", ".join(f"{t} {arm.score(t):.4f}" for t in args.tasks), flush=True)
     finally:

@@ -175,11 +175,13 @@ class Prefetcher:
     _END = object()
 
     def __init__(self, items: Iterator, depth: int, transform: Callable = lambda item: item):
-        self._inline = map(transform, items) if depth == 0 else None
-        self._queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(items, transform), daemon=True, name="uer-prefetch")
+        self._inline = map(transform, items) if depth == 0 else None
+        self._thread = None
         if self._inline is None:
+            self._queue: queue.Queue = queue.Queue(maxsize=depth)
+            self._thread = threading.Thread(target=self._run, args=(items, transform), daemon=True,
+                                            name="uer-prefetch")
             self._thread.start()
 
     def _run(self, items: Iterator, transform: Callable) -> None:
@@ -216,5 +218,5 @@ class Prefetcher:
 
     def close(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
+        if self._thread is not None:
             self._thread.join(timeout=5)
