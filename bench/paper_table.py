@@ -18,7 +18,8 @@ Setup (every stage is the real one: Ray Data preprocessing, Ray Train pre-traini
   (models/google_zh_vocab.txt, 21,128 tokens). Both give Chinese characters one a token; the corpus vocabulary makes
   the output layer of the LM, which predicts every token against the whole vocabulary and is most of an LSTM LM
   step's arithmetic, 4.5 times smaller, so a CPU budget buys about 3 times the steps.
-- Models: bench/downstream.py's MODELS (LSTM: 1 layer, hidden 256; Transformer: 2 layers, hidden 128).
+- Models: bench/downstream.py's MODELS (LSTM: 1 layer, hidden 256; Transformer: 2 layers, hidden 128);
+  ``--encoders bilstm`` adds a bidirectional LSTM (128 a direction) pre-trained with ELMo's ``bilm``.
 - Budget: ``--pretrain-minutes`` (20) of pre-training steps an arm: a calibration run of the same job
   (``--calibration-steps``) measures steps/s over its last report window, and total_steps = minutes x 60 x steps/s;
   start-up, reports and the checkpoint add about a minute. ``--arm-minutes`` budgets whole arms instead: each
@@ -52,7 +53,9 @@ TASKS = ("book_review", "chnsenticorp")
 PRETRAIN = {  # processor, targets and learning rate of each encoder's pre-training
     "lstm": {"processor": {"name": "lm", "seq_length": 128}, "targets": {"lm": 1.0}, "lr": 2e-3},
     "transformer": {"processor": {"name": "mlm", "seq_length": 128}, "targets": {"mlm": 1.0}, "lr": 1e-3},
+    "bilstm": {"processor": {"name": "bilm", "seq_length": 128}, "targets": {"bilm": 1.0}, "lr": 2e-3},
 }
+PAPER_ENCODERS = ("lstm", "transformer")  # the two; --encoders bilstm adds ELMo's
 PRETRAIN_BATCH = 32
 FINETUNE_SEQ, FINETUNE_EPOCHS = 128, 3
 CORPORA = {"book_review": "corpora/book_review_cls.txt", "chnsenticorp": "corpora/chnsenticorp.txt",
@@ -329,7 +332,7 @@ def bar_chart(arms: list[Arm], baselines: dict[str, TaskResult], tasks, path: Pa
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/paper_table", help="runs, data, paper_table.md / .png / .json")
-    parser.add_argument("--encoders", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--encoders", nargs="+", default=list(PAPER_ENCODERS), choices=list(MODELS))
     parser.add_argument("--arms", nargs="+", default=["scratch", "pretrained"], choices=["scratch", "pretrained"])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--pretrain-minutes", type=float, default=20.0, help="each pre-training's steps (default 20)")
