@@ -21,9 +21,10 @@ Tokens are non-padding tokens (``seg > 0``: segment ids are 0 exactly at padding
 the steps are cut into windows of ``--window`` steps, as the trainer's reports are (``train.report_every``); the
 windows within the first ``--warmup-steps`` (start-up, first allocations, the first reads) are dropped and the
 figure is the mean of the other windows' tokens/s: for (b) the ``tokens_per_s`` its reports print, for (a) and (c)
-computed the same way from each step's end time and tokens. ``*_loss`` is the last window's mean loss: the runs do
-the same work if these agree. With CUDA (or ``--peak-tflops``) each line also has the MFU:
-tokens/s x ``uer_ray.train.flops.flops_per_token`` / peak.
+computed the same way from each step's end time and tokens. ``*_loss`` is the last window's mean loss, a check that
+each run trained; the two need not agree (same shapes and arithmetic a step, but the plain loop reads the rows in file
+order at a constant learning rate, the trainer in its seeded shuffled order under the job's warm-up and decay). With
+CUDA (or ``--peak-tflops``) each line also has the MFU: tokens/s x ``uer_ray.train.flops.flops_per_token`` / peak.
 """
 from __future__ import annotations
 
