@@ -40,21 +40,20 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "uer"
 VOCAB = "models/google_zh_vocab.txt"
 
+# One layer of hidden 256 (UER-py's models/rnn/lstm_config.json: 2 layers of 1024): its language model leaves the
+# unigram plateau within 250 steps of 16 on CPU, where 2-layer ones (hidden 128 or 256, dropout or none, lr 1e-3 or
+# 2e-3) still sat on it after 400.
+_LSTM = {"hidden_size": 256, "emb_size": 256, "max_seq_length": 512,
+         "embedding": {"parts": ["word"], "layernorm": False},
+         "encoder": {"name": "lstm", "layers_num": 1, "dropout": 0.1}}
 # Laptop-scale encoders that can be trained from scratch here (and are pre-trained by bench/paper_table.py): each keeps
 # a fine-tuning epoch over book_review's 20k reviews within a minute or two on 2 CPU cores. 512 positions so that
 # reading comprehension can use long windows.
 MODELS = {
-    # One layer of hidden 256 (UER-py's models/rnn/lstm_config.json: 2 layers of 1024): its language model leaves the
-    # unigram plateau within 250 steps of 16 on CPU, where 2-layer ones (hidden 128 or 256, dropout or none, lr 1e-3
-    # or 2e-3) still sat on it after 400.
-    "lstm": {"hidden_size": 256, "emb_size": 256, "max_seq_length": 512,
-             "embedding": {"parts": ["word"], "layernorm": False},
-             "encoder": {"name": "lstm", "layers_num": 1, "dropout": 0.1}},
+    "lstm": _LSTM,
     # The same, both ways (128 a direction): ELMo's encoder, pre-trained with the bidirectional LM (bilm); a tagger
     # needs the characters on both sides of a token.
-    "bilstm": {"hidden_size": 256, "emb_size": 256, "max_seq_length": 512,
-               "embedding": {"parts": ["word"], "layernorm": False},
-               "encoder": {"name": "bilstm", "layers_num": 1, "dropout": 0.1}},
+    "bilstm": {**_LSTM, "encoder": {**_LSTM["encoder"], "name": "bilstm"}},
     # BERT-tiny's geometry (models/bert/tiny_config.json: 2 layers, hidden 128, feed-forward 512), pre-LN, which
     # trains stably at the high learning rates a short budget needs.
     "transformer": {"hidden_size": 128, "max_seq_length": 512,
