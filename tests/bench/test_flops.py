@@ -58,3 +58,7 @@ def test_uncountable_parts_are_named():
     cfg = ModelConfig.model_validate({"vocab_size": 300, "encoder": {"name": "lstm"}, "targets": {"mlm": 1.0}})
     with pytest.raises(ValueError, match="transformer encoder, not 'lstm'"):
         flops_per_token(cfg, 32)
+    adaptive = ModelConfig.model_validate({"vocab_size": 300, "encoder": {"name": "transformer", "mask": "causal"},
+                                           "targets": {"lm": {"adaptive_cutoffs": [100]}}})
+    with pytest.raises(ValueError, match=r"adaptive softmax's FLOPs \(lm\) depend on the data"):
+        flops_per_token(adaptive, 32)

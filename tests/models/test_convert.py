@@ -393,6 +393,12 @@ def test_unknown_format_and_mismatched_exports(tmp_path):
                         vocab_size=30, hidden_size=8)
     with pytest.raises(cv.ConversionError, match="cannot write hf-bert"):
         cv.to_hf_bert(gpt_like)
+    adaptive = assemble(embedding("word", "pos", layernorm=False), encoder("transformer", layers_num=1, heads_num=2,
+                        feedforward_size=16, layernorm_positioning="pre", mask="causal"),
+                        targets(lm={"adaptive_cutoffs": [10]}), vocab_size=30, hidden_size=8)
+    for export in (cv.to_uer_py_state, cv.to_hf_gpt2):
+        with pytest.raises(cv.ConversionError, match="target\\(s\\) lm use an adaptive softmax"):
+            export(adaptive)
 
 
 def test_gpt2_through_uer_py_names(tmp_path, data_dir):

@@ -10,7 +10,7 @@ from uer_ray.config import ConfigError, build_config
 from uer_ray.data.masking import IGNORE
 from uer_ray.models.model import build_model
 from uer_ray.models.subencoders import decompose
-from uer_ray.models.targets import BilmTarget, LmTarget, Seq2seqTarget
+from uer_ray.models.targets import BilmTarget, LmTarget, Seq2seqTarget, token_classification
 from uer_ray.tokenizers import build_vocab
 
 from model_fixtures import tiny_model_config
@@ -94,6 +94,39 @@ def test_lm_and_mlm_output_tied_to_word_embedding():
     untied = build_model(tiny_model_config(V, {"name": "lstm"}, {"lm": {"bias": True}}, tie_weights=False))
     assert untied.targets["lm"].output_layer.weight is not untied.embedding.word_weight
     assert untied.targets["lm"].output_layer.bias is not None
+
+
+@pytest.mark.parametrize("encoder, target", [("lstm", "lm"), ("bilstm", "bilm")])
+def test_adaptive_softmax_scores_like_its_full_log_probabilities(encoder, target):
+    model = build_model(tiny_model_config(V, {"name": encoder}, {target: {"adaptive_cutoffs": [8, 20]}})).eval()
+    src = torch.randint(5, V, (3, 10))
+    batch = {"src": src.numpy(), "seg": np.ones((3, 10), np.int64)}
+    {"lm": LmTarget, "bilm": BilmTarget}[target].prepare_labels(batch, None, None, None, None)
+    batch = {k: torch.as_tensor(v) for k, v in batch.items()}
+    out = model(batch)
+    hidden = model.encode(batch["src"], batch["seg"])
+    log_probs = model.target_logits(target, hidden)
+    log_probs = log_probs if isinstance(log_probs, tuple) else (log_probs,)
+    columns = [batch[f"tgt_{target}"]] + ([batch["tgt_bilm_backward"]] if target == "bilm" else [])
+    assert log_probs[0].shape == (3, 10, V)
+    torch.testing.assert_close(log_probs[0].exp().sum(-1), torch.ones(3, 10))
+    expected = [token_classification(lp[labels != IGNORE], labels[labels != IGNORE])
+                for lp, labels in zip(log_probs, columns)]
+    torch.testing.assert_close(out[f"{target}_loss"], sum(e.loss for e in expected) / len(expected))
+    assert out[f"{target}_correct"] == sum(e.correct for e in expected)
+    assert out[f"{target}_count"] == sum(e.count for e in expected) == len(columns) * 3 * 9
+    out["loss"].backward()
+    assert model.embedding.word_weight.grad.abs().sum() > 0
+
+
+def test_adaptive_cutoffs_are_checked_at_config_time():
+    with pytest.raises(ConfigError, match=r"adaptive_cutoffs must be positive and strictly increasing, got \[20, 8\]"):
+        _job({"encoder": "lstm", "targets": {"lm": {"adaptive_cutoffs": [20, 8]}}}, "lm")
+    with pytest.raises(ConfigError, match=r"target bilm: adaptive_cutoffs \[8, 40\] must stay below the vocabulary "
+                                          r"size \(40\)"):
+        _job({"encoder": "bilstm", "vocab_size": 40, "targets": {"bilm": {"adaptive_cutoffs": [8, 40]}}}, "bilm")
+    # an adaptive softmax is never tied, so emb_size may differ from hidden_size
+    _job({"encoder": "lstm", "emb_size": 16, "vocab_size": 40, "targets": {"lm": {"adaptive_cutoffs": [8]}}}, "lm")
 
 
 def test_cls_pooling():

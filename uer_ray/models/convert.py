@@ -125,6 +125,15 @@ def _targets_in(model: nn.Module) -> list[str]:
     return list(getattr(model, "targets", {}) or {})
 
 
+def _check_plain_outputs(model: nn.Module, fmt: str) -> None:
+    adaptive = [name for name, t in model.config.targets.items() if getattr(t, "adaptive_cutoffs", None)]
+    if adaptive:
+        raise ConversionError(
+            f"cannot write {fmt}: target(s) {', '.join(adaptive)} use an adaptive softmax, which {fmt} has no layer "
+            f"for; fine-tune from the uer-ray checkpoint, or pre-train without adaptive_cutoffs"
+        )
+
+
 def _model_fields(model: nn.Module) -> dict:
     return model.config.model_dump(mode="json", exclude={"uer_config"})
 
@@ -224,6 +233,7 @@ def _modernize_uer_key(key: str) -> str:
 
 def to_uer_py_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """uer-ray weights under UER-py's names; layer norms as gamma/beta (t5 RMS norms keep ``weight``)."""
+    _check_plain_outputs(model, "uer-py")
     norms = _layernorm_modules(model)
     out = {}
     for key, value in model.state_dict().items():
@@ -685,6 +695,7 @@ def to_hf_gpt2(model: nn.Module):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     _check_transformer(model, "hf-gpt2", "pre", "causal", ["word", "pos"])
+    _check_plain_outputs(model, "hf-gpt2")
     cfg, enc = model.config, model.config.encoder
     if cfg.embedding.layernorm:
         raise ConversionError("cannot write hf-gpt2: the model has an embedding layer norm (GPT-2 has none)")

@@ -11,7 +11,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import nn
 
 from uer_ray.config import StrictModel, TargetConfig
@@ -160,22 +160,6 @@ class ClassificationTarget(_Classifier):
         labels_num: int = Field(2, ge=2)
 
 
-def _tied_output(model_cfg, embedding, vocab_size: int, bias: bool) -> nn.Linear:
-    layer = nn.Linear(model_cfg.hidden_size, vocab_size, bias=bias)
-    if model_cfg.tie_weights and embedding.word_weight is not None and embedding.word_weight.shape == layer.weight.shape:
-        layer.weight = embedding.word_weight
-    return layer
-
-
-def _check_tie(model_cfg, name: str) -> None:
-    emb_size = model_cfg.emb_size or model_cfg.hidden_size
-    if model_cfg.tie_weights and emb_size != model_cfg.hidden_size:
-        raise ValueError(
-            f"target {name} ties its output layer to the word embedding, which needs emb_size ({emb_size}) == "
-            f"hidden_size ({model_cfg.hidden_size}); set model.tie_weights: false"
-        )
-
-
 def _shift_labels(src: np.ndarray, seg: np.ndarray, direction: int) -> np.ndarray:
     """Labels for position t: src[t + direction] (both positions not padding), else IGNORE."""
     labels = np.full_like(src, IGNORE)
@@ -186,20 +170,97 @@ def _shift_labels(src: np.ndarray, seg: np.ndarray, direction: int) -> np.ndarra
     return labels
 
 
+class VocabOutputConfig(TargetConfig):
+    """Options of a target that predicts a token of the vocabulary at each position (lm, ae, bilm)."""
+
+    bias: bool = False  # UER-py's has_lmtarget_bias
+    # Adaptive softmax (Grave et al., 2017): ids below adaptive_cutoffs[0] are scored on every position, each later
+    # band only where needed, through a projection adaptive_div_value times narrower per band. For a vocabulary
+    # sorted by frequency (uer-ray's built ones are); never tied to the word embedding.
+    adaptive_cutoffs: list[int] = []
+    adaptive_div_value: float = Field(4.0, gt=1)
+
+    @field_validator("adaptive_cutoffs")
+    @classmethod
+    def _increasing(cls, cutoffs: list[int]) -> list[int]:
+        if any(c <= 0 for c in cutoffs) or cutoffs != sorted(set(cutoffs)):
+            raise ValueError(f"adaptive_cutoffs must be positive and strictly increasing, got {cutoffs}")
+        return cutoffs
+
+
+def _check_cutoffs(model_cfg, target_cfg, name: str) -> None:
+    cutoffs = target_cfg.adaptive_cutoffs
+    if cutoffs and model_cfg.vocab_size is not None and cutoffs[-1] >= model_cfg.vocab_size:
+        raise ValueError(
+            f"target {name}: adaptive_cutoffs {cutoffs} must stay below the vocabulary size ({model_cfg.vocab_size})"
+        )
+
+
+def _tied_output(model_cfg, embedding, vocab_size: int, bias: bool) -> nn.Linear:
+    layer = nn.Linear(model_cfg.hidden_size, vocab_size, bias=bias)
+    if model_cfg.tie_weights and embedding.word_weight is not None and embedding.word_weight.shape == layer.weight.shape:
+        layer.weight = embedding.word_weight
+    return layer
+
+
+def _check_vocab_output(model_cfg, target_cfg, name: str) -> None:
+    _check_cutoffs(model_cfg, target_cfg, name)
+    emb_size = model_cfg.emb_size or model_cfg.hidden_size
+    if model_cfg.tie_weights and emb_size != model_cfg.hidden_size and not target_cfg.adaptive_cutoffs:
+        raise ValueError(
+            f"target {name} ties its output layer to the word embedding, which needs emb_size ({emb_size}) == "
+            f"hidden_size ({model_cfg.hidden_size}); set model.tie_weights: false"
+        )
+
+
+class AdaptiveSoftmax(nn.Module):
+    """The vocabulary output as torch's ``AdaptiveLogSoftmaxWithLoss``; computed in float32 (torch's module mixes
+    dtypes under autocast), so ``forward`` gives log-probabilities where a plain output layer gives logits."""
+
+    def __init__(self, in_features: int, vocab_size: int, target_cfg: VocabOutputConfig):
+        super().__init__()
+        self.softmax = nn.AdaptiveLogSoftmaxWithLoss(
+            in_features, vocab_size, target_cfg.adaptive_cutoffs, target_cfg.adaptive_div_value,
+            head_bias=target_cfg.bias,
+        )
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(hidden.device.type, enabled=False):
+            flat = hidden.float().reshape(-1, hidden.size(-1))
+            return self.softmax.log_prob(flat).reshape(*hidden.shape[:-1], -1)
+
+    def classify(self, hidden: torch.Tensor, labels: torch.Tensor) -> TargetOutput:
+        with torch.autocast(hidden.device.type, enabled=False):
+            hidden = hidden.float()
+            loss = self.softmax(hidden, labels).loss
+            with torch.no_grad():
+                correct = (self.softmax.predict(hidden) == labels).sum()
+        return TargetOutput(loss, correct, torch.tensor(labels.numel(), device=labels.device))
+
+
+def _vocab_output(model_cfg, target_cfg: VocabOutputConfig, embedding, in_features: int) -> nn.Module:
+    if target_cfg.adaptive_cutoffs:
+        return AdaptiveSoftmax(in_features, model_cfg.vocab_size, target_cfg)
+    if embedding is None:
+        return nn.Linear(in_features, model_cfg.vocab_size, bias=target_cfg.bias)
+    return _tied_output(model_cfg, embedding, model_cfg.vocab_size, target_cfg.bias)
+
+
 def _predict_selected(output: nn.Module, hidden: torch.Tensor, labels: torch.Tensor) -> TargetOutput:
     selected = labels != IGNORE
+    if isinstance(output, AdaptiveSoftmax):  # scores only the bands the labels need
+        return output.classify(hidden[selected], labels[selected])
     return token_classification(output(hidden[selected]), labels[selected])
 
 
 @TARGETS.register("lm")
 class LmTarget(Target):
     """Causal language model: position t predicts src[t + 1]; labels derived from src (``output_layer``, tied to
-    the word embedding when tie_weights). Needs a causal encoder."""
+    the word embedding when tie_weights, or an adaptive softmax). Needs a causal encoder."""
 
     column = "tgt_lm"
 
-    class Config(TargetConfig):
-        bias: bool = False  # UER-py's has_lmtarget_bias
+    Config = VocabOutputConfig
 
     @staticmethod
     def check_model(model_cfg, target_cfg) -> None:
@@ -208,7 +269,7 @@ class LmTarget(Target):
                 f"target lm needs a causal encoder (transformer or cnn/gatedcnn with mask: causal, or rnn/lstm/gru); "
                 f"encoder {model_cfg.encoder.name} lets a position see the tokens it predicts"
             )
-        _check_tie(model_cfg, "lm")
+        _check_vocab_output(model_cfg, target_cfg, "lm")
 
     @classmethod
     def prepare_labels(cls, batch, table, target_cfg, vocab, rng, data=None):
@@ -216,7 +277,7 @@ class LmTarget(Target):
 
     def __init__(self, model_cfg, target_cfg, embedding):
         super().__init__()
-        self.output_layer = _tied_output(model_cfg, embedding, model_cfg.vocab_size, target_cfg.bias)
+        self.output_layer = _vocab_output(model_cfg, target_cfg, embedding, model_cfg.hidden_size)
 
     def logits(self, hidden):
         return self.output_layer(hidden)
@@ -233,7 +294,7 @@ class AeTarget(LmTarget):
 
     @staticmethod
     def check_model(model_cfg, target_cfg) -> None:
-        _check_tie(model_cfg, "ae")
+        _check_vocab_output(model_cfg, target_cfg, "ae")
 
     @classmethod
     def prepare_labels(cls, batch, table, target_cfg, vocab, rng, data=None):
@@ -248,8 +309,7 @@ class BilmTarget(Target):
     column = "tgt_bilm"  # forward labels; the backward ones are under tgt_bilm_backward
     backward_column = "tgt_bilm_backward"
 
-    class Config(TargetConfig):
-        bias: bool = False
+    Config = VocabOutputConfig
 
     @staticmethod
     def check_model(model_cfg, target_cfg) -> None:
@@ -258,6 +318,7 @@ class BilmTarget(Target):
                 f"target bilm needs a bidirectional RNN encoder ({', '.join(BIDIRECTIONAL_RNNS)}), "
                 f"not {model_cfg.encoder.name}"
             )
+        _check_cutoffs(model_cfg, target_cfg, "bilm")
 
     @classmethod
     def prepare_labels(cls, batch, table, target_cfg, vocab, rng, data=None):
@@ -267,8 +328,8 @@ class BilmTarget(Target):
     def __init__(self, model_cfg, target_cfg, embedding):
         super().__init__()
         half = model_cfg.hidden_size // 2
-        self.output_layer_1 = nn.Linear(half, model_cfg.vocab_size, bias=target_cfg.bias)
-        self.output_layer_2 = nn.Linear(half, model_cfg.vocab_size, bias=target_cfg.bias)
+        self.output_layer_1 = _vocab_output(model_cfg, target_cfg, None, half)
+        self.output_layer_2 = _vocab_output(model_cfg, target_cfg, None, half)
 
     def logits(self, hidden):
         half = hidden.size(-1) // 2

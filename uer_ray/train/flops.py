@@ -48,6 +48,8 @@ def _target_flops(name: str, model_cfg, seq_length: int, mask_prob: float) -> fl
     if name == "mlm":  # linear_1 + tied output, on the masked positions only
         return 6 * mask_prob * (hidden * emb_size + emb_size * vocab)
     if name in ("lm", "ae", "bilm"):  # an output layer on every position (bilm: two halves of the states)
+        if model_cfg.targets[name].adaptive_cutoffs:
+            raise ValueError(f"flops_per_token: an adaptive softmax's FLOPs ({name}) depend on the data's token mix")
         return 6 * hidden * vocab
     if name in ("sp", "sop", "cls"):  # a two-layer head on one pooled vector per sequence
         return 6 * (hidden * hidden + hidden * 2) / seq_length
