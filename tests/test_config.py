@@ -51,6 +51,14 @@ def test_overrides_and_weights(data_dir):
     assert job.model.encoder.layers_num == 4
 
 
+def test_override_reaches_into_a_target_given_as_a_weight():
+    raw = {"model": {"encoder": "lstm", "targets": {"lm": 0.5}}, "data": {"processor": "lm"}}
+    job = build_config(raw, ["model.targets.lm.adaptive_cutoffs=[8, 16]"])
+    assert job.model.targets["lm"].weight == 0.5 and job.model.targets["lm"].adaptive_cutoffs == [8, 16]
+    with pytest.raises(ConfigError, match=r"--set 'train.lr.x=1': train.lr is 0.001, not a section"):
+        build_config({"train": {"lr": 1e-3}}, ["train.lr.x=1"])
+
+
 def test_uer_json_config_loads_unchanged(data_dir):
     job = build_config({"model": {"uer_config": str(data_dir / "models/bert/base_config.json"), "targets": {"mlm": 1}}})
     model = job.model

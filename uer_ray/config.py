@@ -375,10 +375,14 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     for item in overrides:
         path, value = _parse_override(item)
         node = data
-        for part in path[:-1]:
+        for depth, part in enumerate(path[:-1]):
             child = node.setdefault(part, {})
             if isinstance(child, str):  # a component given by name only: `encoder: lstm`
                 child = node[part] = {"name": child}
+            elif isinstance(child, (int, float)) and depth and path[depth - 1] == "targets":  # `lm: 1.0`, a weight
+                child = node[part] = {"weight": child}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(path[:depth + 1])} is {child!r}, not a section")
             node = child
         node[path[-1]] = value
     return data
