@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from uer_ray.config import ConfigError, build_config, load_job
+from uer_ray.config import ConfigError, build_config, job_on_worker, load_job
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,6 +57,15 @@ def test_override_reaches_into_a_target_given_as_a_weight():
     assert job.model.targets["lm"].weight == 0.5 and job.model.targets["lm"].adaptive_cutoffs == [8, 16]
     with pytest.raises(ConfigError, match=r"--set 'train.lr.x=1': train.lr is 0.001, not a section"):
         build_config({"train": {"lr": 1e-3}}, ["train.lr.x=1"])
+
+
+def test_a_worker_reads_the_job_the_driver_validated():
+    # No corpus and no processor: the model's lm target needs no data here (a fine-tuning job), on the driver and on
+    # a worker, whose copy of the job has every field (the default bert processor included) set.
+    job = build_config({"model": {"encoder": "lstm", "targets": {"lm": 1.0}}})
+    assert job_on_worker(job.model_dump_json()) == job
+    with pytest.raises(ConfigError, match=r"invalid config on a worker: train.lr: Input should be a valid number"):
+        job_on_worker(job.model_dump_json().replace('"lr":0.0001', '"lr":"fast"'))
 
 
 def test_uer_json_config_loads_unchanged(data_dir):

@@ -316,8 +316,10 @@ class JobConfig(StrictModel):
         return self
 
     @model_validator(mode="after")
-    def _data_feeds_targets(self):
-        if not (self.data.corpus or "processor" in self.data.model_fields_set):
+    def _data_feeds_targets(self, info: ValidationInfo):
+        # A worker's copy of the job has every field set, so it cannot tell a default processor from a chosen one:
+        # the driver decided.
+        if _on_worker(info) or not (self.data.corpus or "processor" in self.data.model_fields_set):
             return self  # no pre-training data in this job (e.g. fine-tuning a checkpoint with its own targets)
         processor = PROCESSORS.get(self.data.processor.name)
         feeds = set(getattr(processor, "feeds", ()))
@@ -428,6 +430,15 @@ def _describe(error: dict, raw: dict) -> str:
         return f"{where}: unknown key" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
     message = error["msg"].removeprefix("Value error, ")
     return f"{where}: {message}"
+
+
+def job_on_worker(job_json: str) -> JobConfig:
+    """The driver's validated job, as a Train worker reads it back; an error here would recur on every retry, so it
+    is a ``ConfigError`` (never retried)."""
+    try:
+        return JobConfig.model_validate_json(job_json, context=ON_WORKER)
+    except ValidationError as exc:
+        raise ConfigError("invalid config on a worker: " + "; ".join(_describe(e, {}) for e in exc.errors())) from None
 
 
 def build_config(data: dict | None = None, overrides: list[str] = ()) -> JobConfig:

@@ -29,7 +29,7 @@ from uer_ray.train.stage import RESULT, Stage
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
-    from uer_ray.config import ON_WORKER, JobConfig
+    from uer_ray.config import job_on_worker
     from uer_ray.runtime import apply_secrets
 
     apply_secrets(loop_config.get("secrets", {}))
@@ -38,7 +38,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     from ray.train.v2._internal.execution import context as train_context
 
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
-    job = JobConfig.model_validate_json(loop_config["job"], context=ON_WORKER)
+    job = job_on_worker(loop_config["job"])
     context = ray.train.get_context()
     stage = loop_config["stage"](job, context.get_world_rank(), context.get_world_size(), **loop_config["stage_args"])
     Trainer(stage, ray.train.torch.get_device()).run()
