@@ -77,6 +77,19 @@ def test_arm_budget_leaves_pretraining_what_fine_tuning_does_not_take():
     assert paper_table.pretrain_minutes(arm, paper_table.parse_args([]), finetune_s=600.0) == 20.0
 
 
+def test_lm_targets_use_an_adaptive_softmax_on_the_corpus_vocabulary(tmp_path):
+    vocab = tmp_path / "corpus_vocab.txt"
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab.write_text("\n".join(specials + [f"t{i}" for i in range(995)]), encoding="utf-8")
+    args = paper_table.parse_args(["--out", str(tmp_path)])
+    args.tokenizer = {"name": "char", "vocab_path": str(vocab)}
+    assert paper_table.pretrain_targets("lstm", args) == {"lm": {"weight": 1.0, "adaptive_cutoffs": [512]}}
+    assert paper_table.pretrain_targets("bilstm", args) == {"bilm": {"weight": 1.0, "adaptive_cutoffs": [512]}}
+    assert paper_table.pretrain_targets("transformer", args) == {"mlm": 1.0}
+    args.vocab = "bert"  # not sorted by frequency: every token scored everywhere
+    assert paper_table.pretrain_targets("lstm", args) == {"lm": 1.0}
+
+
 # end to end (real Ray, tiny slices) ----------------------------------------------------------------------------------
 def run_bench(script: str, *args: str) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
