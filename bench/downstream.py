@@ -302,6 +302,14 @@ def resolve_model(args, vocab: str):
     return scratch_model(args.encoder, vocab, args.overrides), MODELS[args.encoder], "from scratch"
 
 
+def scratch_tokenizer(data: Path, overrides: list[str] = ()) -> dict:
+    """The from-scratch jobs' tokenizer: BERT's Chinese vocabulary, or what ``--set tokenizer.*`` makes of it."""
+    from uer_ray.config import apply_overrides
+
+    chosen = [item for item in overrides if item.startswith("tokenizer.")]
+    return apply_overrides({"tokenizer": {"name": "bert", "vocab_path": str(data / VOCAB)}}, chosen)["tokenizer"]
+
+
 def scratch_model(encoder: str, vocab: str | Path, overrides: list[str] = ()):
     """The model config of a laptop-scale encoder, with the ``model.*`` options of ``--set``."""
     from uer_ray.config import build_config
@@ -336,13 +344,13 @@ def main(argv=None) -> list[TaskResult]:
     data, out = Path(args.data).resolve(), Path(args.out).resolve()
     if args.pretrained:
         args.pretrained = str(Path(args.pretrained).resolve())
-    model_cfg, model_section, origin = resolve_model(args, str(data / VOCAB))
+    tokenizer = scratch_tokenizer(data, args.overrides)
+    model_cfg, model_section, origin = resolve_model(args, tokenizer["vocab_path"])
     lr = args.lr or default_lr(model_cfg.encoder.name)
     run = {"name": "pretrained" if args.pretrained else f"{args.encoder}-scratch", "storage_path": str(out / "runs"),
            "num_workers": args.workers, "cpus_per_worker": args.cpus_per_worker}
     base = {"run": run, "tracking": {"mode": "disabled"},
-            **({} if args.pretrained else {"tokenizer": {"name": "bert", "vocab_path": str(data / VOCAB)},
-                                           "model": model_section})}
+            **({} if args.pretrained else {"tokenizer": tokenizer, "model": model_section})}
     init_ray(RunConfig(**run))
     results = []
     try:

@@ -90,6 +90,16 @@ def test_lm_targets_use_an_adaptive_softmax_on_the_corpus_vocabulary(tmp_path):
     assert paper_table.pretrain_targets("lstm", args) == {"lm": 1.0}
 
 
+def test_a_from_scratch_model_is_sized_by_the_tokenizer_it_trains_with(data_dir, tmp_path):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghij")), encoding="utf-8")
+    overrides = ["tokenizer.name=char", f"tokenizer.vocab_path={vocab}", "model.hidden_size=64"]
+    tokenizer = downstream.scratch_tokenizer(data_dir, overrides)
+    assert tokenizer == {"name": "char", "vocab_path": str(vocab)}
+    assert downstream.scratch_model("bilstm", tokenizer["vocab_path"], overrides).vocab_size == 15
+    assert downstream.scratch_tokenizer(data_dir)["vocab_path"] == str(data_dir / downstream.VOCAB)
+
+
 # end to end (real Ray, tiny slices) ----------------------------------------------------------------------------------
 def run_bench(script: str, *args: str) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
