@@ -209,7 +209,9 @@ def check_scopes(items: list[str], known) -> None:
 
 # running -------------------------------------------------------------------------------------------------------------
 def default_lr(encoder_name: str) -> float:
-    return 1e-3 if encoder_name in RECURRENT else 3e-4
+    # Recurrent: chosen on dev from 1e-3 ... 1.6e-2 (README, "Tests and benchmarks"): 8e-3 was best or within 0.3 points
+    # of it for the LSTM on book_review (scratch and pre-trained) and the BiLSTM on msra_ner; 1e-3 was 1-6 points behind.
+    return 8e-3 if encoder_name in RECURRENT else 3e-4
 
 
 def task_job(name: str, base: dict, files: dict[str, Path], data: Path, pretrained: str | None, lr: float,
@@ -327,7 +329,7 @@ def main(argv=None) -> list[TaskResult]:
     parser.add_argument("--tasks", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--out", default="runs/downstream", help="folder for the runs and the data files made")
     parser.add_argument("--data", default=str(DATA), help="the shared reference data (datasets/, models/)")
-    parser.add_argument("--lr", type=float, help="fine-tuning learning rate (default: 1e-3 recurrent, 3e-4 otherwise)")
+    parser.add_argument("--lr", type=float, help="fine-tuning learning rate (default: 8e-3 recurrent, 3e-4 otherwise)")
     parser.add_argument("--epochs", type=int, help="every task's epochs (default: the task's recipe)")
     parser.add_argument("--limit-rows", type=int,
                         help="a seeded sample of N rows of every file (cmrc2018: articles up to N questions): a smoke run")

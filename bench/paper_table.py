@@ -28,7 +28,7 @@ Setup (every stage is the real one: Ray Data preprocessing, Ray Train pre-traini
   encoder's scratch arm runs first and times the fine-tuning, and the pre-training gets what is left of the arm after
   that fine-tuning, the preprocessing, the calibration and that minute. ``--pretrain-steps`` fixes the steps.
 - Fine-tuning, the same for both arms of an encoder: 3 epochs, sequence 128, batch 32, mean pooling, learning rate
-  1e-3 (LSTM) / 3e-4 (Transformer), linear decay; book_review keeps the epoch with the best dev accuracy and is
+  8e-3 (LSTM) / 3e-4 (Transformer), linear decay; book_review keeps the epoch with the best dev accuracy and is
   scored on test; chnsenticorp (no test split in the shared data) is scored on dev after the last epoch.
 - Compute: each arm's wall time (a pre-trained arm: preprocessing + calibration + pre-training + its fine-tunings).
 
