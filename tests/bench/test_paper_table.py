@@ -46,6 +46,16 @@ def test_pretraining_corpus_holds_no_evaluated_text(data_dir, tmp_path):
     assert counts["clue"] == 2500 and not any(re.match(r"^[01]\t", line) for line in corpus)
 
 
+def test_news_adds_the_peoples_daily_and_none_of_msra_ner_test(data_dir, tmp_path):
+    plain = paper_table.build_corpus(data_dir, tmp_path / "plain.txt")
+    counts = paper_table.build_corpus(data_dir, tmp_path / "news.txt", news=True)
+    corpus = (tmp_path / "news.txt").read_text(encoding="utf-8")
+    assert counts["news"] > 18000 and counts["characters"] > plain["characters"] + 1_800_000
+    assert counts["lines"] == plain["lines"] + counts["news"] and "/nr" not in corpus  # POS tags stripped
+    sentences = [text.replace(" ", "") for text in tsv_texts(data_dir / "datasets" / "msra_ner" / "test.tsv")]
+    assert not [s for s in sentences if len(s) >= 10 and s in corpus]
+
+
 def test_task_splits_keep_evaluated_examples_out_of_training(data_dir, tmp_path):
     sets = data_dir / "datasets"
     ner = downstream.task_files("msra_ner", data_dir, tmp_path)

@@ -37,8 +37,9 @@ class Prepared:
 # ---------------------------------------------------------------------------------------------------------------------
 def adopt_pretrained(job) -> None:
     """Fine-tuning a checkpoint: its model and tokenizer configs replace the job's; model options the user set to
-    other values than the checkpoint's are refused."""
-    from uer_ray.config import ModelConfig
+    other values than the checkpoint's are refused, except dropout rates (regularization, not weights: fine-tuning
+    sets its own, as Hugging Face's ``hidden_dropout_prob`` does)."""
+    from uer_ray.config import ModelConfig, deep_merge
 
     saved = load_config(job.finetune.pretrained)
     contradictions = _contradictions(job.model, saved["model"], "model")
@@ -51,13 +52,17 @@ def adopt_pretrained(job) -> None:
     if job.tokenizer is not None and job.tokenizer.name != tokenizer["name"]:
         raise UserError(f"tokenizer.name: {job.tokenizer.name!r} contradicts the checkpoint's {tokenizer['name']!r}")
     job.tokenizer = tokenizer
-    job.model = ModelConfig.model_validate({**saved["model"], "uer_config": None})
+    model = deep_merge({**saved["model"], "uer_config": None}, _dropouts_set(job.model))
+    job.model = ModelConfig.model_validate(model)
+
+
+FINETUNE_OWN = {"targets", "uer_config", "vocab_size", "dropout"}  # model keys a checkpoint does not fix
 
 
 def _contradictions(model, saved: dict, prefix: str) -> list[str]:
     """``key: value contradicts the checkpoint's value`` for every option the user set explicitly."""
     found = []
-    for key in sorted(model.model_fields_set - {"targets", "uer_config", "vocab_size"}):
+    for key in sorted(model.model_fields_set - FINETUNE_OWN):
         value, theirs = getattr(model, key), saved.get(key)
         if hasattr(value, "model_fields_set") and isinstance(theirs, dict):
             found += _contradictions(value, theirs, f"{prefix}.{key}")
@@ -65,6 +70,19 @@ def _contradictions(model, saved: dict, prefix: str) -> list[str]:
         mine = value.model_dump(mode="json") if hasattr(value, "model_dump") else value
         if mine != theirs:
             found.append(f"{prefix}.{key}: {mine!r} contradicts the checkpoint's {theirs!r}")
+    return found
+
+
+def _dropouts_set(model) -> dict:
+    """The dropout rates the user set explicitly (``model.embedding.dropout``, ``model.encoder.dropout``), nested
+    like the model config."""
+    found = {}
+    for key in model.model_fields_set:
+        value = getattr(model, key)
+        if key == "dropout":
+            found[key] = value
+        elif hasattr(value, "model_fields_set") and (nested := _dropouts_set(value)):
+            found[key] = nested
     return found
 
 
