@@ -1,11 +1,14 @@
-"""Unit tests of the model parts: shapes, causal masks, relative position bias, parameter sharing, gated FFN."""
+"""Unit tests of the model parts: shapes, causal masks, relative position bias, parameter sharing, gated FFN, the CPU
+dropout and the attention written out for it."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from uer_ray.models.embeddings import SinusoidalPositionEmbedding
-from uer_ray.models.layers import GatedFeedForward, MultiHeadAttention, RelativePositionBias
+import torch.nn.functional as F
+
+from uer_ray.models.layers import GatedFeedForward, MultiHeadAttention, RelativePositionBias, attention, dropout
 from uer_ray.models.model import build_model
 
 from model_fixtures import tiny_model_config
@@ -184,3 +187,31 @@ def test_weighted_targets_sum():
     out = model({"src": src, "seg": seg, "tgt_mlm": labels, "tgt_sp": torch.tensor([0, 1, 0, 1])})
     torch.testing.assert_close(out["loss"], out["mlm_loss"] + 0.5 * out["sp_loss"])
     assert out["mlm_count"] == 4 and out["sp_count"] == 4
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_dropout_keeps_1_minus_p_of_the_elements_scaled_and_its_gradient_follows_the_mask(dtype):
+    x = torch.ones(64, 128, 33, dtype=dtype, requires_grad=True)  # an odd size: the last 64-bit draw is cut
+    torch.manual_seed(3)
+    y = dropout(x, 0.1, training=True)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.9) < 0.005  # 270k elements: 0.0006 is one standard deviation
+    assert torch.allclose(y[kept].float(), torch.full((int(kept.sum()),), 1 / 0.9), rtol=1e-2)
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # d(x * mask / 0.9)/dx = mask / 0.9
+    torch.manual_seed(3)
+    assert torch.equal(dropout(x, 0.1, training=True), y)  # torch's seeded generator: reproducible
+    assert dropout(x, 0.1, training=False) is x and dropout(x, 0.0, training=True) is x
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "additive"])
+def test_attention_written_out_is_sdpa(mask_kind):
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 10, 8, generator=g) for _ in range(3))
+    allowed = torch.ones(2, 1, 10, 10, dtype=torch.bool)
+    allowed[0, ..., 7:] = False  # the first row's last three keys are padding
+    mask = {"none": None, "bool": allowed, "additive": torch.zeros(2, 4, 10, 10).masked_fill(~allowed, -1e4)}[mask_kind]
+    for scale in (None, 1.0):
+        expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        torch.manual_seed(0)  # with dropout 1e-9 no element is dropped: the written-out arithmetic is compared
+        assert torch.allclose(attention(q, k, v, mask, 1e-9, scale), expected, atol=1e-5)

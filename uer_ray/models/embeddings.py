@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from uer_ray.models.layers import make_layernorm
+from uer_ray.models.layers import Dropout, make_layernorm
 from uer_ray.registry import EMBEDDINGS, ENCODERS, SUBENCODERS
 
 
@@ -71,7 +71,7 @@ class Embedding(nn.Module):
         emb_size = cfg.emb_size or cfg.hidden_size
         self.parts = nn.ModuleDict({name: EMBEDDINGS.get(name)(cfg, emb_size) for name in cfg.embedding.parts})
         self.layer_norm = make_layernorm(cfg.layernorm, emb_size) if cfg.embedding.layernorm else nn.Identity()
-        self.dropout = nn.Dropout(cfg.embedding.dropout)
+        self.dropout = Dropout(cfg.embedding.dropout)
         if project is None:
             project = not getattr(ENCODERS.get(cfg.encoder.name), "reads_emb_size", False)
         self.projection = nn.Linear(emb_size, cfg.hidden_size) if project and emb_size != cfg.hidden_size else nn.Identity()

@@ -14,7 +14,7 @@ from pydantic import Field
 from torch import nn
 
 from uer_ray.config import ComponentConfig
-from uer_ray.models.layers import ACTIVATIONS, RelativePositionBias, TransformerLayer, additive_mask, make_layernorm
+from uer_ray.models.layers import ACTIVATIONS, Dropout, RelativePositionBias, TransformerLayer, additive_mask, make_layernorm
 from uer_ray.registry import ENCODERS
 
 BIDIRECTIONAL_RNNS = ("birnn", "bilstm", "bigru")
@@ -127,7 +127,7 @@ class RnnEncoder(nn.Module):
             emb_size, size, num_layers=enc.layers_num, dropout=enc.dropout if enc.layers_num > 1 else 0.0,
             batch_first=True, bidirectional=self.bidirectional,
         )
-        self.drop = nn.Dropout(enc.dropout)
+        self.drop = Dropout(enc.dropout)
 
     def forward(self, emb: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         """Bidirectional: (..., :hidden/2) is the forward direction, (..., hidden/2:) the backward one."""
@@ -160,7 +160,7 @@ class _ConvEncoder(nn.Module):
         super().__init__()
         self.kernel_size = cfg.encoder.kernel_size
         self.causal = cfg.encoder.mask == "causal"
-        self.drop = nn.Dropout(cfg.encoder.dropout)
+        self.drop = Dropout(cfg.encoder.dropout)
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, channels, seq) -> padded so that a conv of kernel_size returns seq positions."""
