@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from uer_ray.models.embeddings import SinusoidalPositionEmbedding
 import torch.nn.functional as F
 
+from uer_ray.models.embeddings import SinusoidalPositionEmbedding
 from uer_ray.models.layers import GatedFeedForward, MultiHeadAttention, RelativePositionBias, attention, dropout
 from uer_ray.models.model import build_model
 
