@@ -214,3 +214,13 @@ def test_attention_written_out_is_sdpa(mask_kind):
         expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
         torch.manual_seed(0)  # with dropout 1e-9 no element is dropped: the written-out arithmetic is compared
         assert torch.allclose(attention(q, k, v, mask, 1e-9, scale), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("encoder", ALL_ENCODERS, ids=lambda e: e["name"] + "-" + e.get("mask", ""))
+def test_a_rows_states_do_not_depend_on_the_padding_after_it(encoder):
+    """A sentence gets the same states (so the same tags) whatever the longest row of its batch: a bidirectional RNN
+    reads each row backwards from its own last token, not from the batch's padding."""
+    model = _backbone(encoder)
+    src, seg = _inputs(seq=8)
+    padded_src, padded_seg = F.pad(src, (0, 5)), F.pad(seg, (0, 5))  # five [PAD]s (id 0), segment 0
+    torch.testing.assert_close(model.encode(padded_src, padded_seg)[:, :8], model.encode(src, seg))

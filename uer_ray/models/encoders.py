@@ -131,7 +131,18 @@ class RnnEncoder(nn.Module):
 
     def forward(self, emb: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         """Bidirectional: (..., :hidden/2) is the forward direction, (..., hidden/2:) the backward one."""
-        return self.drop(self.rnn(emb)[0])
+        return self.drop(rnn_states(self.rnn, emb, seg))
+
+
+def rnn_states(rnn: nn.RNNBase, inputs: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+    """The batch-first ``rnn``'s output states; rows are left-aligned (padding, segment 0, after the tokens)."""
+    lengths = (seg > 0).sum(1)
+    if not rnn.bidirectional or bool((lengths == inputs.size(1)).all()):
+        return rnn(inputs)[0]  # a forward RNN's states at the tokens never see the padding after them
+    # Packed, the backward direction starts at each row's own last token, not at the batch's last padding: a row's
+    # states do not depend on the longest row of its batch (UER-py's RNNs read the padding).
+    packed = nn.utils.rnn.pack_padded_sequence(inputs, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+    return nn.utils.rnn.pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=inputs.size(1))[0]
 
 
 for _name, _rnn, _bi in [
