@@ -53,8 +53,7 @@ def task_files(name, data_dir, tmp_path):
         return {s: test_data / "book_review" / f"{s}.tsv" for s in ("train", "dev", "test")}, {}
     if name == "tagging":
         return ({s: test_data / "msra_ner" / f"{s}.tsv" for s in ("train", "dev", "test")},
-                {"label2id_path": str(data_dir / "datasets" / "msra_ner" / "label2id.json"), "crf": True,
-                 "lstm_head": 16})  # the BiLSTM-CRF head: rebuilt by infer from the run's config
+                {"label2id_path": str(data_dir / "datasets" / "msra_ner" / "label2id.json")})
     if name == "mrc":
         return {s: test_data / "cmrc" / f"{s}.json" for s in ("train", "dev", "test")}, {"doc_stride": 48}
     if name == "choice":

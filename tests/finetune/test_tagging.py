@@ -176,16 +176,15 @@ def test_crf_matches_brute_force():
 
 
 # training, prediction, scoring, the prediction file ----------------------------------------------------------------
-@pytest.mark.parametrize("head, steps", [({}, 40), ({"crf": True}, 40), ({"crf": True, "lstm_head": 16}, 80)],
-                         ids=["linear", "crf", "bilstm-crf"])
-def test_tiny_model_learns_and_predictions_round_trip(msra, label2id, tmp_path, head, steps):
-    task, job = make_task({"name": "tagging", "label2id_path": label2id, **head}, SEQ)
+@pytest.mark.parametrize("crf", [False, True])
+def test_tiny_model_learns_and_predictions_round_trip(msra, label2id, tmp_path, crf):
+    task, job = make_task({"name": "tagging", "label2id_path": label2id, "crf": crf}, SEQ)
     train_data, dev = task.read(msra / "train.tsv"), task.read(msra / "dev.tsv")
     learnt = TaskData(train_data.features.slice(0, 32), train_data.examples.slice(0, 32), train_data.issues)
     torch.manual_seed(0)
     model = task.build_model(job.model)
     before = eval_loss(task, model, learnt.features)
-    train(task, model, learnt.features, steps=steps, lr=1e-2)
+    train(task, model, learnt.features, steps=40, lr=1e-2)
     assert eval_loss(task, model, learnt.features) < 0.3 * before
 
     # sentences the model has fitted: real predictions with entities, right and wrong, some ill-formed

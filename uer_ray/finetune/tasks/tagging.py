@@ -18,8 +18,6 @@ from torch import nn
 
 from uer_ray.config import ComponentConfig
 from uer_ray.finetune.tasks.base import DataError, RowIssues, Task, TaskData, char_ids, ids_array, read_json, read_tsv
-from uer_ray.models.encoders import rnn_states
-from uer_ray.models.layers import Dropout
 from uer_ray.models.model import Backbone, init_weights
 from uer_ray.registry import TASKS
 from uer_ray.train.checkpoint import unwrap
@@ -130,25 +128,18 @@ class CRF(nn.Module):
 
 # model and task ----------------------------------------------------------------------------------------------------
 class TaggerModel(Backbone):
-    """Encoder (+ a BiLSTM of ``lstm_head`` units a direction when > 0: the BERT-BiLSTM-CRF recipe) + a linear layer
-    giving each token a score per tag; + a CRF over the scores when ``crf``."""
+    """Encoder + a linear layer giving each token a score per tag; + a CRF over the scores when ``crf``."""
 
-    def __init__(self, model_cfg, tags_num: int, crf: bool, lstm_head: int = 0, head_dropout: float = 0.0, vocab=None):
+    def __init__(self, model_cfg, tags_num: int, crf: bool, vocab=None):
         super().__init__(model_cfg, vocab)
-        self.head_lstm = nn.LSTM(model_cfg.hidden_size, lstm_head, batch_first=True, bidirectional=True) if lstm_head else None
-        self.head_dropout = Dropout(head_dropout)
-        self.output_layer = nn.Linear(2 * lstm_head or model_cfg.hidden_size, tags_num)
+        self.output_layer = nn.Linear(model_cfg.hidden_size, tags_num)
         self.crf = CRF(tags_num) if crf else None
         self.apply(init_weights)
-
-    def token_states(self, src: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
-        hidden = self.encode(src, seg)
-        return hidden if self.head_lstm is None else self.head_dropout(rnn_states(self.head_lstm, hidden, seg))
 
     def forward(self, src: torch.Tensor, seg: torch.Tensor, tgt: torch.Tensor | None = None):
         """Tag scores (batch, seq, tags); with ``tgt`` also the loss (inside forward, so that DDP sees the CRF):
         per sequence with a CRF, per token without."""
-        emissions = self.output_layer(self.token_states(src, seg)).float()
+        emissions = self.output_layer(self.encode(src, seg)).float()
         if tgt is None:
             return emissions
         if self.crf is not None:
@@ -180,8 +171,6 @@ class Tagging(Task):
         label2id_path: FilePath | None = None  # UER-py's label2id.json; None: the tags of the training file, O first
         labels: list[str] | None = Field(None, min_length=1)  # the tag of each id; filled from the above
         crf: bool = False
-        lstm_head: int = Field(0, ge=0)  # > 0: a BiLSTM of this many units a direction on the encoder's states
-        lstm_head_dropout: float = Field(0.1, ge=0, lt=1)  # on the BiLSTM head's states
 
     def __init__(self, cfg, tokenizer, seq_length: int):
         super().__init__(cfg, tokenizer, seq_length)
@@ -254,8 +243,7 @@ class Tagging(Task):
     def build_model(self, model_cfg, vocab=None) -> nn.Module:
         if not self.cfg.labels:
             raise ValueError("tagging: the tag set is unknown; give label2id_path or read the training file first")
-        return TaggerModel(model_cfg, len(self.cfg.labels), self.cfg.crf, self.cfg.lstm_head, self.cfg.lstm_head_dropout,
-                           vocab or self.tokenizer.vocab)
+        return TaggerModel(model_cfg, len(self.cfg.labels), self.cfg.crf, vocab or self.tokenizer.vocab)
 
     def loss(self, model, batch):
         tgt = batch["tgt"]
