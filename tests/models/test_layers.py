@@ -1,12 +1,14 @@
-"""Unit tests of the model parts: shapes, causal masks, relative position bias, parameter sharing, gated FFN, the CPU
-dropout and the attention written out for it."""
+"""Unit tests of the model parts: shapes, causal masks, padding, relative position bias, parameter sharing, gated FFN,
+the CPU dropout and the attention written out for it, bidirectional RNNs against packed sequences."""
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from uer_ray.models.embeddings import SinusoidalPositionEmbedding
+from uer_ray.models.encoders import rnn_states
 from uer_ray.models.layers import GatedFeedForward, MultiHeadAttention, RelativePositionBias, attention, dropout
 from uer_ray.models.model import build_model
 
@@ -224,3 +226,15 @@ def test_a_rows_states_do_not_depend_on_the_padding_after_it(encoder):
     src, seg = _inputs(seq=8)
     padded_src, padded_seg = F.pad(src, (0, 5)), F.pad(seg, (0, 5))  # five [PAD]s (id 0), segment 0
     torch.testing.assert_close(model.encode(padded_src, padded_seg)[:, :8], model.encode(src, seg))
+
+
+@pytest.mark.parametrize("rnn_class", [nn.LSTM, nn.GRU, nn.RNN])
+def test_bidirectional_rnn_gives_the_states_of_packed_sequences(rnn_class):
+    torch.manual_seed(0)
+    rnn = rnn_class(6, 5, num_layers=2, batch_first=True, bidirectional=True)
+    x, lengths = torch.randn(4, 9, 6), torch.tensor([9, 3, 7, 1])
+    seg = (torch.arange(9)[None] < lengths[:, None]).long()
+    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    expected = nn.utils.rnn.pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=9)[0]
+    torch.testing.assert_close(rnn_states(rnn, x, seg) * seg[..., None], expected)
+    assert torch.equal(rnn_states(rnn, x, torch.ones_like(seg)), rnn(x)[0])  # no padding: the module itself
