@@ -11,7 +11,7 @@ from typing import Literal
 
 import torch
 from pydantic import Field
-from torch import _VF, nn
+from torch import nn
 
 from uer_ray.config import ComponentConfig
 from uer_ray.models.layers import (
@@ -151,7 +151,7 @@ def reverse_rows(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index.unsqueeze(-1).expand_as(x))
 
 
-_RNN_FUNCTIONS = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
+_RNN_FUNCTIONS = {"LSTM": torch.lstm, "GRU": torch.gru, "RNN_TANH": torch.rnn_tanh, "RNN_RELU": torch.rnn_relu}
 
 
 def _bidirectional_states(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
