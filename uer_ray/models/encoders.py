@@ -138,9 +138,11 @@ class RnnEncoder(nn.Module):
 
 def rnn_states(rnn: nn.RNNBase, inputs: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
     """The batch-first ``rnn``'s output states; rows are left-aligned (padding, segment 0, after the tokens)."""
-    lengths = (seg > 0).sum(1)
-    if not rnn.bidirectional or bool((lengths == inputs.size(1)).all()):
+    if not rnn.bidirectional:
         return rnn(inputs)[0]  # a forward RNN's states at the tokens never see the padding after them
+    lengths = (seg > 0).sum(1)
+    if bool((lengths == inputs.size(1)).all()):
+        return rnn(inputs)[0]
     return _bidirectional_states(rnn, inputs, lengths)
 
 
