@@ -44,6 +44,8 @@ def encode_texts(model, tokenizer, texts, seq_length: int = 128, pooling: str = 
     """Texts -> (len(texts), hidden) float32 sentence vectors: ``[CLS] tokens [SEP]`` cut to ``seq_length``."""
     import torch
 
+    from uer_ray.models.targets import pool
+
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; known: {', '.join(POOLINGS)}")
     vocab = tokenizer.vocab
@@ -67,16 +69,7 @@ def encode_texts(model, tokenizer, texts, seq_length: int = 128, pooling: str = 
     src_t, seg_t = torch.from_numpy(src), torch.from_numpy(seg)
     with torch.inference_mode():
         hidden = model.encode(src_t, seg_t).float()
-        mask = (seg_t > 0).unsqueeze(-1)
-        if pooling == "cls":
-            vectors = hidden[:, 0]
-        elif pooling == "mean":
-            vectors = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-        elif pooling == "max":
-            vectors = hidden.masked_fill(~mask, float("-inf")).max(1).values
-        else:  # last: the last real token (left-to-right models)
-            last = (seg_t > 0).sum(1) - 1
-            vectors = hidden[torch.arange(hidden.size(0)), last]
+        vectors = pool(hidden, seg_t, "first" if pooling == "cls" else pooling)
     return vectors.numpy().astype(np.float32, copy=False)
 
 

@@ -259,17 +259,3 @@ def test_task_options_are_validated(data_dir):
         make_task(data_dir, {"name": "multi_label", "threshold": 1.5})
     with pytest.raises(ConfigError, match="labels_num"):
         make_task(data_dir, {"name": "regression", "labels_num": 3})
-
-
-def test_poolings_use_only_the_real_tokens():
-    import torch
-
-    from uer_ray.finetune.tasks.classification import pool
-
-    # two sentences of 3 and 2 tokens, padded to 4; hidden[b, t] = [b*12 + t*3, +1, +2]
-    hidden = torch.arange(24, dtype=torch.float).view(2, 4, 3)
-    seg = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
-    assert pool(hidden, seg, "first").tolist() == [[0, 1, 2], [12, 13, 14]]
-    assert pool(hidden, seg, "last").tolist() == [[6, 7, 8], [15, 16, 17]]  # tokens 2 and 1, not the padding
-    assert pool(hidden, seg, "max").tolist() == [[6, 7, 8], [15, 16, 17]]
-    assert pool(hidden, seg, "mean").tolist() == [[3, 4, 5], [13.5, 14.5, 15.5]]  # (0+3+6)/3, (12+15)/2

@@ -10,7 +10,7 @@ from uer_ray.config import ConfigError, build_config
 from uer_ray.data.masking import IGNORE
 from uer_ray.models.model import build_model
 from uer_ray.models.subencoders import decompose
-from uer_ray.models.targets import BilmTarget, LmTarget, Seq2seqTarget, token_classification
+from uer_ray.models.targets import BilmTarget, LmTarget, Seq2seqTarget, pool, token_classification
 from uer_ray.tokenizers import build_vocab
 
 from model_fixtures import tiny_model_config
@@ -127,6 +127,16 @@ def test_adaptive_cutoffs_are_checked_at_config_time():
         _job({"encoder": "bilstm", "vocab_size": 40, "targets": {"bilm": {"adaptive_cutoffs": [8, 40]}}}, "bilm")
     # an adaptive softmax is never tied, so emb_size may differ from hidden_size
     _job({"encoder": "lstm", "emb_size": 16, "vocab_size": 40, "targets": {"lm": {"adaptive_cutoffs": [8]}}}, "lm")
+
+
+def test_poolings_use_only_the_real_tokens():
+    # two sentences of 3 and 2 tokens, padded to 4; hidden[b, t] = [b*12 + t*3, +1, +2]
+    hidden = torch.arange(24, dtype=torch.float).view(2, 4, 3)
+    seg = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    assert pool(hidden, seg, "first").tolist() == [[0, 1, 2], [12, 13, 14]]
+    assert pool(hidden, seg, "last").tolist() == [[6, 7, 8], [15, 16, 17]]  # tokens 2 and 1, not the padding
+    assert pool(hidden, seg, "max").tolist() == [[6, 7, 8], [15, 16, 17]]
+    assert pool(hidden, seg, "mean").tolist() == [[3, 4, 5], [13.5, 14.5, 15.5]]  # (0+3+6)/3, (12+15)/2
 
 
 def test_cls_pooling():

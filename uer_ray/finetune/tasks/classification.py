@@ -4,7 +4,6 @@ picks the head size, the label parsing, the loss, the metrics and the prediction
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +15,7 @@ from torch import nn
 from uer_ray.config import ComponentConfig
 from uer_ray.finetune.tasks.base import RowIssues, Task, TaskData, ids_array, read_tsv
 from uer_ray.models.model import Backbone, init_weights
+from uer_ray.models.targets import Pooling, pool
 from uer_ray.registry import TASKS
 
 
@@ -83,20 +83,6 @@ class ClassifierModel(Backbone):
         return self.output_layer_2(torch.tanh(self.output_layer_1(pooled))).float()
 
 
-def pool(hidden: torch.Tensor, seg: torch.Tensor, pooling: str) -> torch.Tensor:
-    """UER-py's poolings over the non-padding positions: ``first`` ([CLS]), ``mean``, ``max``, ``last`` (the last
-    real token: what a left-to-right encoder has read the whole sentence by)."""
-    keep = (seg > 0).unsqueeze(-1)
-    if pooling == "mean":
-        return (hidden * keep).sum(1) / keep.sum(1).clamp(min=1)
-    if pooling == "max":
-        return hidden.masked_fill(~keep, torch.finfo(hidden.dtype).min).max(1).values
-    if pooling == "last":
-        last = (seg > 0).sum(1).clamp(min=1) - 1
-        return hidden[torch.arange(len(hidden), device=hidden.device), last]
-    return hidden[:, 0]
-
-
 def encode_pairs(tokenizer, seq_length: int, text_a: list[str], text_b: list[str] | None) -> tuple[list, list]:
     """``[CLS] a [SEP] (b [SEP])`` ids and segments (1 for a, 2 for b); the longer text is trimmed first (BERT)."""
     vocab = tokenizer.vocab
@@ -121,7 +107,7 @@ class SentencePairTask(Task):
     ``label`` column parsed by ``parse_label`` (None: the row is skipped into the issues)."""
 
     class Config(ComponentConfig):
-        pooling: Literal["first", "mean", "max", "last"] = "first"
+        pooling: Pooling = "first"
 
     extra_columns: tuple[str, ...] = ()  # further required columns, kept as strings in ``examples`` (dbqa: qid)
     label_type: pa.DataType = pa.int32()
