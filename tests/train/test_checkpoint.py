@@ -13,7 +13,7 @@ import torch
 from conftest import batch, tiny_job
 from uer_ray.models.model import build_model
 from uer_ray.tokenizers import Vocab
-from uer_ray.train.checkpoint import load_config, load_weights, save_checkpoint
+from uer_ray.train.checkpoint import load_config, load_matching, load_weights, save_checkpoint
 from uer_ray.train.checkpointer import (
     OPTIMIZER, TrainerState, restore_checkpoint, rng_file, seed_everything, write_checkpoint,
 )
@@ -41,6 +41,25 @@ def test_model_round_trip_keeps_weights_and_ties(tmp_path):
     # The MLM output layer stays tied to the word embedding after loading.
     assert again.targets["mlm"].linear_2.weight is again.embedding.word_weight
     assert load_config(tmp_path / "ckpt")["model"]["hidden_size"] == 32
+
+
+def test_a_fine_tuned_head_carries_over_to_the_same_labels_only(tmp_path):
+    from uer_ray.finetune.tasks.classification import ClassifierModel
+
+    job = tiny_job()
+    two = ClassifierModel(job.model, 2, "mean", VOCAB)
+    save_checkpoint(tmp_path / "ckpt", two, {"model": job.model.model_dump(mode="json")}, VOCAB)
+    same = ClassifierModel(job.model, 2, "mean", VOCAB)
+    assert load_matching(tmp_path / "ckpt", same) == ([], [])
+    assert torch.equal(same.output_layer_2.weight, two.output_layer_2.weight)
+
+    three = ClassifierModel(job.model, 3, "mean", VOCAB)
+    fresh_head = three.output_layer_2.weight.clone()
+    fresh, reshaped = load_matching(tmp_path / "ckpt", three)  # other labels: no crash, the head starts fresh
+    assert fresh == reshaped == ["output_layer_2.weight", "output_layer_2.bias"]
+    assert torch.equal(three.output_layer_2.weight, fresh_head)
+    assert torch.equal(three.output_layer_1.weight, two.output_layer_1.weight)
+    assert torch.equal(three.embedding.word_weight, two.embedding.word_weight)
 
 
 def test_resume_restores_optimizer_and_random_streams(tmp_path, tiny):

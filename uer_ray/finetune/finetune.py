@@ -18,7 +18,7 @@ from uer_ray.finetune.data import features_location, read_split, read_written, w
 from uer_ray.finetune.tasks.base import Task, TaskData
 from uer_ray.registry import TASKS
 from uer_ray.tokenizers import build_tokenizer
-from uer_ray.train.checkpoint import checkpoint_tokenizer, load_config, load_weights, save_checkpoint
+from uer_ray.train.checkpoint import checkpoint_tokenizer, load_config, load_matching, load_weights, save_checkpoint
 from uer_ray.train.data_position import ParquetSource, batches_per_epoch, eval_range
 from uer_ray.train.stage import RESULT, Plan, Stage
 from uer_ray.train.trainer import fit
@@ -196,9 +196,11 @@ class FinetuneStage(Stage):
 
     def initialise(self, model) -> None:
         if self.job.finetune.pretrained:
-            missing, _ = load_weights(self.job.finetune.pretrained, model, strict=False)
+            fresh, reshaped = load_matching(self.job.finetune.pretrained, model)
             if self.rank == 0:
-                print(f"[finetune] encoder from {self.job.finetune.pretrained}; new: {', '.join(missing)}", flush=True)
+                new = ", ".join(fresh) or "none (a fine-tuned model's head for the same labels is kept)"
+                other = f" ({', '.join(reshaped)}: another shape in the checkpoint)" if reshaped else ""
+                print(f"[finetune] encoder from {self.job.finetune.pretrained}; new: {new}{other}", flush=True)
 
     def train_source(self):
         return ParquetSource([features_location(storage.join(self.data_dir, "train"))])

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_model
 
 from uer_ray import storage
 
@@ -36,6 +36,20 @@ def load_weights(directory: str | Path, model: torch.nn.Module, strict: bool = T
     path = storage.local_path(str(directory)) / WEIGHTS
     missing, unexpected = load_model(unwrap(model), str(path), strict=strict)
     return list(missing), list(unexpected)
+
+
+def load_matching(directory: str | Path, model: torch.nn.Module) -> tuple[list[str], list[str]]:
+    """Load the checkpoint's tensors that the model has under the same name and shape (a fine-tuned model's head fits
+    a task with its label set, not one with another); returns (the model's weights left as they were, the checkpoint's
+    tensors whose shape differs)."""
+    target = unwrap(model)
+    own = target.state_dict()
+    saved = load_file(str(storage.local_path(str(directory)) / WEIGHTS))
+    matching = {k: v for k, v in saved.items() if k in own and own[k].shape == v.shape}
+    target.load_state_dict(matching, strict=False)
+    loaded = {own[k].data_ptr() for k in matching}  # a tied weight is loaded with the tensor it shares
+    return ([k for k in own if k not in matching and own[k].data_ptr() not in loaded],
+            [k for k in own if k in saved and k not in matching])
 
 
 def load_config(location: str | Path) -> dict:
