@@ -199,10 +199,10 @@ def plain_loop(spec_path: Path, args) -> dict:
     from uer_ray.tokenizers import Vocab
     from uer_ray.train.checkpoint import VOCAB
     from uer_ray.train.optim import make_optimizer
-    from uer_ray.train.pretrain import check_dataset
+    from uer_ray.train.pretrain import check_inputs
 
     job = load_job(spec_path)
-    check_dataset(job)  # fills model.vocab_size
+    check_inputs(job)  # fills model.vocab_size
     torch.set_num_threads(args.threads)
     torch.manual_seed(job.train.seed)
     device, dataset_dir, batch_size = torch.device(args.device), Path(job.dataset_dir), job.train.batch_size

@@ -85,9 +85,9 @@ def cmd_embed(args) -> None:
 
 def cmd_pretrain(args) -> None:
     job = _job(args)
-    from uer_ray.train.pretrain import check_dataset, final_model, pretrain
+    from uer_ray.train.pretrain import check_inputs, final_model, pretrain
 
-    check_dataset(job)
+    check_inputs(job)
     _start_ray(job)
     pretrain(job, fresh=args.fresh)
     print(f"pretrain: final model {final_model(job)}")

@@ -13,7 +13,7 @@ import torch
 from conftest import batch, tiny_job
 from uer_ray.models.model import build_model
 from uer_ray.tokenizers import Vocab
-from uer_ray.train.checkpoint import load_config, load_matching, load_weights, save_checkpoint
+from uer_ray.train.checkpoint import check_encoder_fits, load_config, load_matching, load_weights, save_checkpoint
 from uer_ray.train.checkpointer import (
     OPTIMIZER, TrainerState, restore_checkpoint, rng_file, seed_everything, write_checkpoint,
 )
@@ -60,6 +60,20 @@ def test_a_fine_tuned_head_carries_over_to_the_same_labels_only(tmp_path):
     assert torch.equal(three.output_layer_2.weight, fresh_head)
     assert torch.equal(three.output_layer_1.weight, two.output_layer_1.weight)
     assert torch.equal(three.embedding.word_weight, two.embedding.word_weight)
+
+
+def test_an_encoder_from_another_model_is_refused_naming_the_key(tmp_path):
+    from uer_ray.errors import UserError
+
+    job = tiny_job()
+    save_checkpoint(tmp_path / "ckpt", build_model(job.model), {"model": job.model.model_dump(mode="json")}, VOCAB)
+    model = job.model.model_dump()
+    mlm_only = tiny_job(model={**model, "targets": {"mlm": 1.0}})
+    check_encoder_fits(str(tmp_path / "ckpt"), build_model(mlm_only.model), "k")  # heads may differ
+    deeper = tiny_job(model={**model, "encoder": {"layers_num": 2, "heads_num": 2, "feedforward_size": 64}})
+    with pytest.raises(UserError, match=r"^finetune.pretrained: .*ckpt lacks 16 of the model's \d+ encoder weights "
+                                        r"\(e.g. encoder.layers.1."):
+        check_encoder_fits(str(tmp_path / "ckpt"), build_model(deeper.model), "finetune.pretrained")
 
 
 def test_resume_restores_optimizer_and_random_streams(tmp_path, tiny):

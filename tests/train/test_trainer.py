@@ -1,12 +1,15 @@
 """What the driver settles before workers start, and errors that are the user's: a layout the local Ray cannot place
 is refused with the arithmetic; a finished run says so; more steps continue a finished run when the schedule allows it
-exactly, and anything else that would change the run is refused in one line; a missing shard is not retried."""
+exactly, and anything else that would change the run is refused in one line; a missing shard is not retried; a warm
+start from another model's checkpoint is refused before any worker starts."""
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from uer_ray import storage
 from uer_ray.config import RunConfig, build_config
@@ -87,3 +90,43 @@ def test_a_missing_shard_stops_the_run_at_once(dataset, tmp_path):
     with pytest.raises(UserError, match="training data not found: .*part-00000.parquet"):
         pretrain(job)
     assert time.time() - started < 60  # no restarts of the worker group (max_failures is 2)
+
+
+def warm_start_source(job, directory, **model):
+    """A checkpoint of the job's model with ``model``'s options changed, built in-process."""
+    from uer_ray.config import ModelConfig
+    from uer_ray.models.model import build_model
+    from uer_ray.train.checkpoint import save_checkpoint
+
+    cfg = ModelConfig.model_validate({**job.model.model_dump(mode="json"), **model})
+    torch.manual_seed(1)
+    source = build_model(cfg)
+    save_checkpoint(directory, source, {"model": cfg.model_dump(mode="json")})
+    return source
+
+
+def test_a_warm_start_takes_the_encoder_and_refuses_another_model_before_any_worker_starts(dataset, tmp_path):
+    from uer_ray.train.pretrain import check_inputs, final_model
+
+    job = run_job(dataset, "warm", lr=1e-9, total_steps=5)  # learning nothing: the final weights are the start's
+    check_inputs(job)  # the vocabulary size from the dataset, for the sources below
+    wider = dict(hidden_size=64, encoder={**job.model.encoder.model_dump(mode="json"), "feedforward_size": 128})
+    warm_start_source(job, tmp_path / "wider", **wider)
+    warm_start_source(job, tmp_path / "lstm", encoder={"name": "lstm", "layers_num": 1})
+    started = time.time()
+    job.train.init_from = str(tmp_path / "wider")
+    with pytest.raises(UserError, match=r"^train.init_from: .*wider holds \d+ encoder weight\(s\) in another shape "
+                                        r"\(e.g. embedding.parts.word.embedding.weight: \[21128, 64\], the model's \[21128, 32\]\)"):
+        pretrain(job)
+    job.train.init_from = str(tmp_path / "lstm")
+    with pytest.raises(UserError, match=r"^train.init_from: .*lstm lacks \d+ of the model's \d+ encoder weights"):
+        pretrain(job)
+    assert time.time() - started < 10  # refused on the driver
+
+    # A BERT-style source with a next-sentence head the job does not train: its encoder is taken, the head ignored.
+    source = warm_start_source(job, tmp_path / "bert", targets={"mlm": 1.0, "sp": 0.5}).state_dict()
+    job.train.init_from = str(tmp_path / "bert")
+    assert pretrain(job).metrics["step"] == 5
+    final = load_file(str(Path(storage.local_path(final_model(job))) / "model.safetensors"))
+    encoder = [k for k in final if k.startswith(("embedding.", "encoder."))]
+    assert encoder and all(torch.allclose(final[k], source[k], atol=1e-6) for k in encoder)

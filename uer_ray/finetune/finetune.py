@@ -18,7 +18,9 @@ from uer_ray.finetune.data import features_location, read_split, read_written, w
 from uer_ray.finetune.tasks.base import Task, TaskData
 from uer_ray.registry import TASKS
 from uer_ray.tokenizers import build_tokenizer
-from uer_ray.train.checkpoint import checkpoint_tokenizer, load_config, load_matching, load_weights, save_checkpoint
+from uer_ray.train.checkpoint import (
+    check_encoder_fits, checkpoint_tokenizer, load_config, load_matching, load_weights, save_checkpoint,
+)
 from uer_ray.train.data_position import ParquetSource, batches_per_epoch, eval_range
 from uer_ray.train.stage import RESULT, Plan, Stage
 from uer_ray.train.trainer import fit
@@ -86,22 +88,6 @@ def _dropouts_set(model) -> dict:
     return found
 
 
-def check_encoder_weights(task: Task, job) -> None:
-    """Every embedding and encoder weight of the model must come from the checkpoint."""
-    from safetensors import safe_open
-
-    from uer_ray.train.checkpoint import WEIGHTS
-
-    path = storage.local_path(storage.join(storage.resolve_published(job.finetune.pretrained), WEIGHTS))
-    with safe_open(str(path), "pt") as f:
-        saved = set(f.keys())
-    needed = [k for k in task.build_model(job.model).state_dict() if k.startswith(("embedding.", "encoder."))]
-    missing = [k for k in needed if k not in saved]
-    if missing:
-        raise UserError(f"{job.finetune.pretrained}: the checkpoint lacks {len(missing)} of the model's "
-                        f"{len(needed)} encoder weights (e.g. {', '.join(missing[:3])}): it was made for another model")
-
-
 def prepare(job, progress=print) -> Prepared:
     """Adopt the checkpoint, build the task, read and check every split; nothing runs on Ray yet."""
     if not job.finetune.train_path:
@@ -121,7 +107,7 @@ def prepare(job, progress=print) -> Prepared:
     if job.finetune.test_path:
         data["test"] = read_split(task, job.finetune.test_path, job.finetune.max_bad_fraction, progress, labelled=None)
     if job.finetune.pretrained:
-        check_encoder_weights(task, job)
+        check_encoder_fits(job.finetune.pretrained, task.build_model(job.model), "finetune.pretrained")
     return Prepared(task, data)
 
 

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_model
 
 from uer_ray import storage
+from uer_ray.errors import UserError
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -50,6 +51,28 @@ def load_matching(directory: str | Path, model: torch.nn.Module) -> tuple[list[s
     loaded = {own[k].data_ptr() for k in matching}  # a tied weight is loaded with the tensor it shares
     return ([k for k in own if k not in matching and own[k].data_ptr() not in loaded],
             [k for k in own if k in saved and k not in matching])
+
+
+def check_encoder_fits(location: str, model: torch.nn.Module, key: str) -> None:
+    """Refuse, naming ``key``, a checkpoint that lacks one of the model's embedding or encoder weights or holds it in
+    another shape: it was made for another model. Reads the safetensors header only; runs on the driver, so the
+    mistake is reported before any worker starts (heads may differ: they start fresh)."""
+    from safetensors import safe_open
+
+    path = storage.local_path(storage.join(storage.resolve_published(str(location)), WEIGHTS))
+    with safe_open(str(path), "pt") as f:
+        saved = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    own = unwrap(model).state_dict()
+    needed = {k: tuple(v.shape) for k, v in own.items() if k.startswith(("embedding.", "encoder."))}
+    missing = [k for k in needed if k not in saved]
+    if missing:
+        raise UserError(f"{key}: {location} lacks {len(missing)} of the model's {len(needed)} encoder weights "
+                        f"(e.g. {', '.join(missing[:3])}): it was made for another model")
+    reshaped = [k for k in needed if saved[k] != needed[k]]
+    if reshaped:
+        name = reshaped[0]
+        raise UserError(f"{key}: {location} holds {len(reshaped)} encoder weight(s) in another shape (e.g. {name}: "
+                        f"{list(saved[name])}, the model's {list(needed[name])}): it was made for another model")
 
 
 def load_config(location: str | Path) -> dict:

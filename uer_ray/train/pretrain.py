@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import ray.train
+import torch
 
 from uer_ray import storage
 from uer_ray.data.collate import collate_instances
@@ -14,7 +15,7 @@ from uer_ray.data.preprocess import read_manifest
 from uer_ray.errors import UserError
 from uer_ray.models.model import build_model
 from uer_ray.tokenizers import Vocab
-from uer_ray.train.checkpoint import VOCAB, load_weights, save_checkpoint
+from uer_ray.train.checkpoint import VOCAB, check_encoder_fits, load_matching, save_checkpoint
 from uer_ray.train.data_position import ParquetSource, batches_per_epoch
 from uer_ray.train.stage import Plan, Stage
 from uer_ray.train.trainer import fit
@@ -58,10 +59,12 @@ class PretrainStage(Stage):
         return build_model(self.job.model, self._vocab)
 
     def initialise(self, model) -> None:
-        if self.job.train.init_from:  # further pre-training: heads absent from the source start fresh
-            missing, _ = load_weights(self.job.train.init_from, model, strict=False)
+        if self.job.train.init_from:  # further pre-training: heads absent or of another shape start fresh
+            fresh, reshaped = load_matching(self.job.train.init_from, model)
             if self.rank == 0:
-                print(f"[pretrain] warm start from {self.job.train.init_from}; fresh: {missing or 'nothing'}", flush=True)
+                other = f" ({', '.join(reshaped)}: another shape in the checkpoint)" if reshaped else ""
+                print(f"[pretrain] warm start from {self.job.train.init_from}; fresh: {', '.join(fresh) or 'nothing'}"
+                      f"{other}", flush=True)
 
     def train_source(self) -> ParquetSource:
         return ParquetSource([storage.join(self.job.dataset_dir, shard) for shard in self.manifest["shards"]])
@@ -116,8 +119,9 @@ class PretrainStage(Stage):
         return self._vocab
 
 
-def check_dataset(job) -> dict:
-    """The dataset must feed every target and match the model; fills model.vocab_size from the manifest."""
+def check_inputs(job) -> dict:
+    """The dataset must feed every target and match the model, and a warm start's checkpoint must hold the model's
+    encoder; fills model.vocab_size from the manifest."""
     manifest = read_manifest(job.dataset_dir)
     unfed = [t for t in job.model.targets if t not in manifest["targets_fed"]]
     if unfed:
@@ -137,6 +141,10 @@ def check_dataset(job) -> dict:
             f"train.batch_size ({job.run.num_workers} x {job.train.batch_size})"
         )
     job.model.vocab_size = manifest["vocab_size"]
+    if job.train.init_from:
+        with torch.device("meta"):  # shapes only: nothing allocated
+            model = build_model(job.model, Vocab.load(storage.local_path(storage.join(job.dataset_dir, VOCAB))))
+        check_encoder_fits(job.train.init_from, model, "train.init_from")
     return manifest
 
 
@@ -144,7 +152,7 @@ def pretrain(job, name: str = "pretrain", callbacks=(), fresh: bool = False, pro
     """``name`` is the Ray Train run inside the job's run directory: re-running it resumes."""
     from uer_ray.finetune.probe import prepare_probes
 
-    check_dataset(job)
+    check_inputs(job)
     prepare_probes(job, progress)
     return fit(job, PretrainStage, name, {"name": name}, keep=job.train.keep_checkpoints, callbacks=callbacks,
                fresh=fresh, progress=progress)
