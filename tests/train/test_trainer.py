@@ -1,7 +1,7 @@
 """What the driver settles before workers start, and errors that are the user's: a layout the local Ray cannot place
 is refused with the arithmetic; a finished run says so; more steps continue a finished run when the schedule allows it
 exactly, and anything else that would change the run is refused in one line; a missing shard is not retried; a warm
-start from another model's checkpoint is refused before any worker starts."""
+start from another model's checkpoint, or one of another vocabulary, is refused before any worker starts."""
 from __future__ import annotations
 
 import time
@@ -15,6 +15,7 @@ from uer_ray import storage
 from uer_ray.config import RunConfig, build_config
 from uer_ray.data.preprocess import preprocess
 from uer_ray.errors import RunFinished, UserError
+from uer_ray.tokenizers import Vocab
 from uer_ray.train.pretrain import pretrain
 from uer_ray.train.trainer import check_resources
 
@@ -92,7 +93,7 @@ def test_a_missing_shard_stops_the_run_at_once(dataset, tmp_path):
     assert time.time() - started < 60  # no restarts of the worker group (max_failures is 2)
 
 
-def warm_start_source(job, directory, **model):
+def warm_start_source(job, directory, vocab=None, **model):
     """A checkpoint of the job's model with ``model``'s options changed, built in-process."""
     from uer_ray.config import ModelConfig
     from uer_ray.models.model import build_model
@@ -101,7 +102,7 @@ def warm_start_source(job, directory, **model):
     cfg = ModelConfig.model_validate({**job.model.model_dump(mode="json"), **model})
     torch.manual_seed(1)
     source = build_model(cfg)
-    save_checkpoint(directory, source, {"model": cfg.model_dump(mode="json")})
+    save_checkpoint(directory, source, {"model": cfg.model_dump(mode="json")}, vocab)
     return source
 
 
@@ -121,10 +122,18 @@ def test_a_warm_start_takes_the_encoder_and_refuses_another_model_before_any_wor
     job.train.init_from = str(tmp_path / "lstm")
     with pytest.raises(UserError, match=r"^train.init_from: .*lstm lacks \d+ of the model's \d+ encoder weights"):
         pretrain(job)
+    vocab = Vocab.load(storage.local_path(storage.join(job.dataset_dir, "vocab.txt")))
+    swapped = vocab.tokens
+    swapped[100], swapped[101] = swapped[101], swapped[100]
+    warm_start_source(job, tmp_path / "swapped", Vocab(swapped))  # every shape fits, two ids mean other tokens
+    job.train.init_from = str(tmp_path / "swapped")
+    with pytest.raises(UserError, match=r"^train.init_from: .*swapped was trained on another vocabulary than the "
+                                        r"dataset .* first differ at id 100\)"):
+        pretrain(job)
     assert time.time() - started < 10  # refused on the driver
 
     # A BERT-style source with a next-sentence head the job does not train: its encoder is taken, the head ignored.
-    source = warm_start_source(job, tmp_path / "bert", targets={"mlm": 1.0, "sp": 0.5}).state_dict()
+    source = warm_start_source(job, tmp_path / "bert", vocab, targets={"mlm": 1.0, "sp": 0.5}).state_dict()
     job.train.init_from = str(tmp_path / "bert")
     assert pretrain(job).metrics["step"] == 5
     final = load_file(str(Path(storage.local_path(final_model(job))) / "model.safetensors"))

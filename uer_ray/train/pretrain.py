@@ -142,10 +142,24 @@ def check_inputs(job) -> dict:
         )
     job.model.vocab_size = manifest["vocab_size"]
     if job.train.init_from:
-        with torch.device("meta"):  # shapes only: nothing allocated
-            model = build_model(job.model, Vocab.load(storage.local_path(storage.join(job.dataset_dir, VOCAB))))
-        check_encoder_fits(job.train.init_from, model, "train.init_from")
+        check_warm_start(job, Vocab.load(storage.local_path(storage.join(job.dataset_dir, VOCAB))))
     return manifest
+
+
+def check_warm_start(job, vocab: Vocab) -> None:
+    """``train.init_from`` must hold the model's encoder and have read its tokens with the dataset's ids: the same
+    vocabulary size with other tokens would pass every shape check and silently scramble the embedding."""
+    source = storage.resolve_published(str(job.train.init_from))
+    if storage.exists(storage.join(source, VOCAB)):
+        theirs, ours = Vocab.load(storage.local_path(storage.join(source, VOCAB))).tokens, vocab.tokens
+        if theirs != ours:
+            first = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
+            raise UserError(f"train.init_from: {job.train.init_from} was trained on another vocabulary than the "
+                            f"dataset {job.dataset_dir} (its {len(theirs):,} tokens and the dataset's {len(ours):,} "
+                            f"first differ at id {first}): build the dataset with the checkpoint's tokenizer")
+    with torch.device("meta"):  # shapes only: nothing allocated
+        model = build_model(job.model, vocab)
+    check_encoder_fits(job.train.init_from, model, "train.init_from")
 
 
 def pretrain(job, name: str = "pretrain", callbacks=(), fresh: bool = False, progress=print) -> ray.train.Result:
