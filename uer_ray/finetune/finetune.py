@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 import torch.distributed as dist
 
 from uer_ray import storage
@@ -107,7 +108,9 @@ def prepare(job, progress=print) -> Prepared:
     if job.finetune.test_path:
         data["test"] = read_split(task, job.finetune.test_path, job.finetune.max_bad_fraction, progress, labelled=None)
     if job.finetune.pretrained:
-        check_encoder_fits(job.finetune.pretrained, task.build_model(job.model), "finetune.pretrained")
+        with torch.device("meta"):  # shapes only: nothing allocated
+            model = task.build_model(job.model)
+        check_encoder_fits(job.finetune.pretrained, model, "finetune.pretrained")
     return Prepared(task, data)
 
 
