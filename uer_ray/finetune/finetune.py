@@ -242,7 +242,7 @@ class FinetuneStage(Stage):
 
     def _predict(self, model, table) -> list[dict[str, np.ndarray]]:
         device = next(model.parameters()).device
-        size = self.hparams.batch_size * 2
+        size = prediction_batch_size(self.hparams)
         outputs = []
         for begin in range(0, table.num_rows, size):
             batch = {k: v.to(device) for k, v in self.task.collate(table.slice(begin, size)).items()}
@@ -256,6 +256,13 @@ class FinetuneStage(Stage):
 
     def vocab(self):
         return self.tokenizer.vocab
+
+
+def prediction_batch_size(hparams) -> int:
+    """Rows per forward pass when predicting (dev, test and `infer`): twice the training batch, as no gradients are
+    kept. Evaluation and `infer` batch alike: a batch is padded to its longest row and another padded shape rounds
+    the floats differently, so only alike batches give one worker's test predictions and `infer`'s to the last digit."""
+    return hparams.batch_size * 2
 
 
 def _gather(outputs: list) -> list:

@@ -11,7 +11,7 @@ import pyarrow as pa
 from uer_ray import storage
 from uer_ray.errors import UserError
 from uer_ray.finetune.data import read_split
-from uer_ray.finetune.finetune import concat_outputs
+from uer_ray.finetune.finetune import concat_outputs, prediction_batch_size
 from uer_ray.registry import TASKS
 from uer_ray.tokenizers import build_tokenizer
 from uer_ray.train.checkpoint import checkpoint_tokenizer, load_config, load_weights
@@ -64,7 +64,7 @@ def infer(job, checkpoint: str, input_path: str, output_path: str, progress=prin
     predictions = ray.data.from_arrow(data.features).map_batches(
         Predictor,
         fn_constructor_kwargs={"checkpoint": str(checkpoint), "secrets": secrets_from_env()},
-        batch_size=job.finetune.batch_size,
+        batch_size=prediction_batch_size(job.finetune),
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=job.run.num_workers),
         num_cpus=job.run.cpus_per_worker,
